@@ -1,0 +1,62 @@
+// ConsistencyModelPipeline: noise to images in one or a few UNet evaluations, with the same
+// numbers and the same random draws as diffusers' pipeline of that name.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cm/scheduler.h"
+#include "cm/unet.h"
+
+namespace cm {
+
+struct LoadOptions {
+  at::ScalarType dtype = at::kFloat;  // float32 (exact), bfloat16 or float16
+  at::Device device = at::kCPU;
+};
+
+// Called after each step with the step index, the step count, the timestep and the sample.
+using StepCallback = std::function<void(int step, int num_steps, double timestep,
+                                        const at::Tensor& sample)>;
+
+struct GenerateOptions {
+  int batch_size = 1;
+  // Empty: random labels for a class-conditional model (drawn as torch.randint would after
+  // torch.manual_seed(seed), so they too follow the seed). One label: used for every image.
+  std::vector<int64_t> class_labels;
+  int num_inference_steps = 1;
+  std::vector<int64_t> timesteps;  // explicit descending indices; override num_inference_steps
+  uint64_t seed = 0;               // torch.Generator().manual_seed(seed)
+  std::optional<at::Tensor> latents;  // [B, C, H, W] unit-variance noise instead of a seeded draw
+  StepCallback on_step;
+};
+
+struct GenerateResult {
+  at::Tensor images;                  // [B, H, W, C] float32 in [0, 1] on the CPU
+  std::vector<int64_t> class_labels;  // what was used (empty for unconditional models)
+  std::vector<double> timesteps;      // the UNet time inputs of each step
+};
+
+class ConsistencyModelPipeline {
+ public:
+  ConsistencyModelPipeline(UNet2DModel unet, CMStochasticIterativeScheduler scheduler);
+  // A diffusers pipeline folder (model_index.json, unet/, scheduler/) or a bare UNet folder, in
+  // which case the scheduler's defaults apply.
+  static ConsistencyModelPipeline from_pretrained(const std::string& path,
+                                                  const LoadOptions& options = {});
+
+  // Throws cm::Error on invalid options (batch size, labels, steps, timesteps, latents shape).
+  GenerateResult operator()(const GenerateOptions& options);
+
+  UNet2DModel& unet() { return unet_; }
+  CMStochasticIterativeScheduler& scheduler() { return scheduler_; }
+
+ private:
+  UNet2DModel unet_;
+  CMStochasticIterativeScheduler scheduler_;
+};
+
+}  // namespace cm

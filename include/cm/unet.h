@@ -1,0 +1,68 @@
+// UNet2DModel: diffusers' module tree and parameter names, so a diffusers state dict loads one to
+// one and what this library saves diffusers can load.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/normalization.h>
+
+#include "cm/config.h"
+
+namespace cm {
+
+namespace models {
+class GaussianFourierProjectionImpl;
+class TimestepEmbeddingImpl;
+class MidBlockImpl;
+}  // namespace models
+
+// Receives (module name, output) for conv_in, time_embedding, class_embedding, each down block,
+// mid_block, each up block and conv_out: the activations diffusers' forward hooks would see.
+using ActivationHook = std::function<void(const std::string&, const at::Tensor&)>;
+
+class UNet2DModelImpl : public torch::nn::Module {
+ public:
+  explicit UNet2DModelImpl(const UNetConfig& config);
+
+  // sample [B, C, H, W]; timestep a scalar or one value per sample (any dtype, as in diffusers);
+  // class_labels [B] integer labels when the model is class-conditional (or embeddings for the
+  // "identity" class embedding).
+  at::Tensor forward(const at::Tensor& sample, const at::Tensor& timestep,
+                     const std::optional<at::Tensor>& class_labels = std::nullopt,
+                     const ActivationHook& hook = nullptr);
+
+  const UNetConfig& config() const { return config_; }
+  bool is_class_conditional() const { return class_embedding_ != nullptr; }
+
+  // Copies a state dict in (converting dtypes). Throws cm::Error listing every missing, unexpected
+  // and mis-shaped tensor at once; `source` names the file in the message.
+  void load_state_dict(const std::map<std::string, at::Tensor>& state, const std::string& source);
+  std::map<std::string, at::Tensor> state_dict() const;
+
+ private:
+  UNetConfig config_;
+  torch::nn::Conv2d conv_in_{nullptr}, conv_out_{nullptr};
+  std::shared_ptr<models::GaussianFourierProjectionImpl> fourier_proj_;
+  std::shared_ptr<models::TimestepEmbeddingImpl> time_embedding_;
+  std::shared_ptr<torch::nn::Module> class_embedding_;
+  torch::nn::ModuleList down_blocks_{nullptr}, up_blocks_{nullptr};
+  std::shared_ptr<models::MidBlockImpl> mid_block_;
+  torch::nn::GroupNorm conv_norm_out_{nullptr};
+};
+TORCH_MODULE(UNet2DModel);
+
+// Loads unet/config.json and the weights (diffusion_pytorch_model[.variant].safetensors) of a
+// diffusers UNet folder, in `dtype` on `device`.
+UNet2DModel load_unet(const std::string& unet_dir, at::ScalarType dtype = at::kFloat,
+                      const at::Device& device = at::kCPU);
+// Writes a diffusers UNet folder: config.json and diffusion_pytorch_model.safetensors.
+void save_unet(UNet2DModel& unet, const std::string& unet_dir);
+
+}  // namespace cm

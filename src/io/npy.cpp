@@ -1,0 +1,382 @@
+// NumPy .npy (format 1.0) and uncompressed .npz (a stored ZIP of .npy members), byte for byte
+// as numpy.save and numpy.savez lay them out. Readers trust no length in the file: every one is
+// checked against the bytes actually there before it is used.
+#include "cm/image_io.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <set>
+
+#include "cm/error.h"
+
+namespace cm {
+namespace {
+
+constexpr char kMagic[] = "\x93NUMPY";  // 6 bytes, then major and minor version
+constexpr uint32_t kLocalSig = 0x04034b50, kCentralSig = 0x02014b50, kEndSig = 0x06054b50;
+
+// Writes through `body` into a temporary file beside `path`, then renames it over `path`, so
+// an error or crash never leaves a half-written file under the final name.
+template <typename Body>
+void write_atomically(const std::string& path, Body&& body) {
+  static std::atomic<unsigned> counter{0};
+  const std::string tmp =
+      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+  if (fd < 0) throw Error(path + ": cannot create " + tmp + ": " + std::strerror(errno));
+  std::FILE* file = ::fdopen(fd, "wb");
+  if (file == nullptr) {
+    ::close(fd);
+    std::remove(tmp.c_str());
+    throw Error(path + ": cannot open " + tmp + ": " + std::strerror(errno));
+  }
+  try {
+    body(file);
+    if (std::fflush(file) != 0) throw Error(path + ": write failed: " + std::strerror(errno));
+  } catch (...) {
+    std::fclose(file);
+    std::remove(tmp.c_str());
+    throw;
+  }
+  if (std::fclose(file) != 0 || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    std::remove(tmp.c_str());
+    throw Error(path + ": cannot write " + tmp + ": " + std::strerror(err));
+  }
+}
+
+void put(std::FILE* file, const std::string& path, const void* data, size_t size) {
+  if (size > 0 && std::fwrite(data, 1, size, file) != size)
+    throw Error(path + ": write failed: " + std::strerror(errno));
+}
+
+std::vector<uint8_t> read_whole_file(const std::string& path) {
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
+                                                       std::fclose);
+  if (!file) throw Error(path + ": cannot open: " + std::strerror(errno));
+  std::vector<uint8_t> bytes;
+  uint8_t chunk[1 << 16];
+  size_t n = 0;
+  while ((n = std::fread(chunk, 1, sizeof chunk, file.get())) > 0)
+    bytes.insert(bytes.end(), chunk, chunk + n);
+  if (std::ferror(file.get())) throw Error(path + ": read failed: " + std::strerror(errno));
+  return bytes;
+}
+
+// ZIP and NPY integers are little-endian whatever the host.
+void put_le(std::string& out, uint64_t value, int bytes) {
+  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+}
+uint32_t get_le(const uint8_t* p, int bytes) {
+  uint32_t value = 0;
+  for (int i = bytes - 1; i >= 0; --i) value = (value << 8) | p[i];
+  return value;
+}
+
+// Item size from a descr such as "<f4": byte order, kind, then the size in bytes.
+size_t item_size(const std::string& where, const std::string& descr) {
+  static const std::set<std::string> kKnown = {"b1", "i1", "i2", "i4", "i8", "u1", "u2",
+                                               "u4", "u8", "f2", "f4", "f8", "c8", "c16"};
+  if (descr.size() < 3 || std::strchr("<>|=", descr[0]) == nullptr ||
+      kKnown.count(descr.substr(1)) == 0)
+    throw Error(where + ": unsupported dtype descr '" + descr + "'");
+  return std::stoul(descr.substr(2));
+}
+
+// Bytes the data of (descr, shape) must have; rejects negative dims and overflow.
+uint64_t data_size(const std::string& where, const std::string& descr,
+                   const std::vector<int64_t>& shape) {
+  uint64_t total = item_size(where, descr);
+  for (int64_t dim : shape)
+    if (dim < 0 || __builtin_mul_overflow(total, static_cast<uint64_t>(dim), &total))
+      throw Error(where + ": invalid array shape");
+  return total;
+}
+
+std::string shape_repr(const std::vector<int64_t>& shape) {
+  std::string s = "(";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + (shape.size() == 1 ? ",)" : ")");  // Python spells a 1-tuple "(n,)"
+}
+
+// Magic, version 1.0, length and the dict, padded as numpy pads it: 21 - digits(shape[0])
+// spare spaces so the first axis can grow in place, then spaces and '\n' to a 64-byte boundary.
+std::string npy_header(const std::string& where, const NpyArray& array) {
+  const uint64_t need = data_size(where, array.descr, array.shape);
+  if (array.data.size() != need)
+    throw Error(where + ": array has " + std::to_string(array.data.size()) + " bytes, " +
+                array.descr + " " + shape_repr(array.shape) + " needs " + std::to_string(need));
+  std::string dict = "{'descr': '" + array.descr + "', 'fortran_order': False, 'shape': " +
+                     shape_repr(array.shape) + ", }";
+  if (!array.shape.empty()) dict.append(21 - std::to_string(array.shape[0]).size(), ' ');
+  const size_t pad = 64 - (10 + dict.size() + 1) % 64;
+  dict.append(pad, ' ');
+  dict.push_back('\n');
+  if (dict.size() > 0xffff) throw Error(where + ": array has too many dimensions for .npy 1.0");
+  std::string header(kMagic, 6);
+  header += std::string("\x01\x00", 2);
+  put_le(header, dict.size(), 2);
+  return header + dict;
+}
+
+// Just enough of a Python literal parser for the header dict numpy writes.
+struct DictParser {
+  const std::string& where;
+  const std::string& s;
+  size_t pos = 0;
+
+  [[noreturn]] void fail(const std::string& what) const {
+    throw Error(where + ": invalid .npy header: " + what);
+  }
+  void skip_space() {
+    while (pos < s.size() && std::strchr(" \t\r\n", s[pos]) != nullptr) ++pos;
+  }
+  bool accept(char c) {
+    skip_space();
+    if (pos < s.size() && s[pos] == c) return ++pos, true;
+    return false;
+  }
+  void expect(char c) {
+    if (!accept(c)) fail(std::string("expected '") + c + "'");
+  }
+  std::string string_literal() {
+    skip_space();
+    const char quote = pos < s.size() ? s[pos] : 0;
+    if (quote != '\'' && quote != '"') fail("expected a quoted string");
+    const size_t end = s.find(quote, pos + 1);
+    if (end == std::string::npos) fail("unterminated string");
+    std::string value = s.substr(pos + 1, end - pos - 1);
+    pos = end + 1;
+    return value;
+  }
+  int64_t integer() {
+    skip_space();
+    int64_t value = 0;
+    const size_t start = pos;
+    for (; pos < s.size() && s[pos] >= '0' && s[pos] <= '9'; ++pos)
+      if (__builtin_mul_overflow(value, 10, &value) ||
+          __builtin_add_overflow(value, s[pos] - '0', &value))
+        fail("shape dimension too large");
+    if (pos == start) fail("expected an integer in shape");
+    if (pos < s.size() && s[pos] == 'L') ++pos;  // Python 2 longs
+    return value;
+  }
+};
+
+NpyArray parse_npy(const std::string& where, const uint8_t* p, size_t size) {
+  if (size < 10 || std::memcmp(p, kMagic, 6) != 0) throw Error(where + ": not a .npy file");
+  const int major = p[6];
+  if (major < 1 || major > 3)
+    throw Error(where + ": unsupported .npy version " + std::to_string(major));
+  const size_t prefix = major == 1 ? 10 : 12;  // 2.0 and 3.0 have a 4-byte header length
+  if (size < prefix) throw Error(where + ": truncated .npy header");
+  const uint64_t header_end = prefix + get_le(p + 8, major == 1 ? 2 : 4);
+  if (header_end > size) throw Error(where + ": truncated .npy header");
+  const std::string text(reinterpret_cast<const char*>(p) + prefix, header_end - prefix);
+
+  NpyArray array;
+  DictParser parser{where, text};
+  bool have_descr = false, have_order = false, have_shape = false;
+  parser.expect('{');
+  while (!parser.accept('}')) {
+    const std::string key = parser.string_literal();
+    parser.expect(':');
+    if (key == "descr") {
+      array.descr = parser.string_literal();
+      have_descr = true;
+    } else if (key == "fortran_order") {
+      parser.skip_space();
+      if (text.compare(parser.pos, 5, "False") == 0) {
+        parser.pos += 5;
+      } else if (text.compare(parser.pos, 4, "True") == 0) {
+        throw Error(where + ": Fortran-order arrays are not supported");
+      } else {
+        parser.fail("fortran_order must be True or False");
+      }
+      have_order = true;
+    } else if (key == "shape") {
+      parser.expect('(');
+      while (!parser.accept(')')) {
+        array.shape.push_back(parser.integer());
+        if (!parser.accept(',')) {
+          parser.expect(')');
+          break;
+        }
+      }
+      have_shape = true;
+    } else {
+      parser.fail("unknown key '" + key + "'");
+    }
+    if (!parser.accept(',')) {
+      parser.expect('}');
+      break;
+    }
+  }
+  if (!have_descr || !have_order || !have_shape) parser.fail("missing descr, order or shape");
+
+  const uint64_t need = data_size(where, array.descr, array.shape);
+  const uint64_t have = size - header_end;
+  if (have != need)
+    throw Error(where + ": has " + std::to_string(have) + " data bytes, " + array.descr + " " +
+                shape_repr(array.shape) + " needs " + std::to_string(need));
+  array.data.assign(p + header_end, p + size);
+  return array;
+}
+
+}  // namespace
+
+void write_npy(const std::string& path, const NpyArray& array) {
+  const std::string header = npy_header(path, array);
+  write_atomically(path, [&](std::FILE* file) {
+    put(file, path, header.data(), header.size());
+    put(file, path, array.data.data(), array.data.size());
+  });
+}
+
+NpyArray read_npy(const std::string& path) {
+  const std::vector<uint8_t> bytes = read_whole_file(path);
+  return parse_npy(path, bytes.data(), bytes.size());
+}
+
+void write_npz(const std::string& path,
+               const std::vector<std::pair<std::string, NpyArray>>& arrays) {
+  // Encode and checksum everything first, so a bad array throws before any file exists.
+  struct Member {
+    std::string name, header;
+    const NpyArray* array;
+    uint32_t crc;
+    uint64_t size;
+  };
+  std::vector<Member> members;
+  std::set<std::string> names;
+  uint64_t total = 22;
+  for (const auto& [key, array] : arrays) {
+    const std::string name = key + ".npy";
+    if (key.empty() || key.find('\0') != std::string::npos || !names.insert(name).second)
+      throw Error(path + ": invalid or duplicate array name '" + key + "'");
+    Member m{name, npy_header(path + ": array '" + key + "'", array), &array, 0, 0};
+    m.size = m.header.size() + array.data.size();
+    total += 30 + 46 + 2 * name.size() + m.size;
+    if (m.size >= 0xffffffffu || total >= 0xffffffffu || members.size() >= 0xffff)
+      throw Error(path + ": too large for an npz without zip64");
+    uLong crc = crc32(0L, reinterpret_cast<const Bytef*>(m.header.data()), m.header.size());
+    // crc32 with a null buffer returns the initial value, so an empty array must skip it.
+    if (!array.data.empty())
+      crc = crc32(crc, array.data.data(), static_cast<uInt>(array.data.size()));
+    m.crc = static_cast<uint32_t>(crc);
+    members.push_back(std::move(m));
+  }
+
+  // One record layout serves both headers: the central one adds version-made-by in front and
+  // comment, disk, attribute and offset fields after. Dates are fixed at 1980-01-01 so the
+  // same arrays always give the same bytes.
+  auto record = [](const Member& m, bool central, uint32_t offset) {
+    std::string r;
+    put_le(r, central ? kCentralSig : kLocalSig, 4);
+    if (central) put_le(r, 0x0314, 2);  // made by Unix, ZIP 2.0
+    put_le(r, 20, 2);                   // version needed to extract
+    bool utf8 = false;  // Python decodes names without this flag as CP437
+    for (unsigned char c : m.name) utf8 = utf8 || c >= 0x80;
+    put_le(r, utf8 ? 0x800 : 0, 2);     // flags
+    put_le(r, 0, 2);                    // method: stored
+    put_le(r, 0, 2);                    // time 00:00
+    put_le(r, 0x21, 2);                 // date 1980-01-01
+    put_le(r, m.crc, 4);
+    put_le(r, m.size, 4);  // compressed size
+    put_le(r, m.size, 4);  // uncompressed size
+    put_le(r, m.name.size(), 2);
+    put_le(r, 0, 2);  // extra field length
+    if (central) {
+      put_le(r, 0, 6);                 // comment length, disk number, internal attributes
+      put_le(r, 0100644u << 16, 4);  // external attributes: regular file, rw-r--r--
+      put_le(r, offset, 4);
+    }
+    return r + m.name;
+  };
+  write_atomically(path, [&](std::FILE* file) {
+    std::vector<uint32_t> offsets;
+    uint32_t offset = 0;
+    for (const Member& m : members) {
+      offsets.push_back(offset);
+      const std::string local = record(m, false, 0);
+      put(file, path, local.data(), local.size());
+      put(file, path, m.header.data(), m.header.size());
+      put(file, path, m.array->data.data(), m.array->data.size());
+      offset += static_cast<uint32_t>(local.size() + m.size);
+    }
+    std::string central;
+    for (size_t i = 0; i < members.size(); ++i) central += record(members[i], true, offsets[i]);
+    std::string end;
+    put_le(end, kEndSig, 4);
+    put_le(end, 0, 4);  // this disk, disk with the central directory
+    put_le(end, members.size(), 2);
+    put_le(end, members.size(), 2);
+    put_le(end, central.size(), 4);
+    put_le(end, offset, 4);
+    put_le(end, 0, 2);  // comment length
+    central += end;
+    put(file, path, central.data(), central.size());
+  });
+}
+
+std::vector<std::pair<std::string, NpyArray>> read_npz(const std::string& path) {
+  const std::vector<uint8_t> bytes = read_whole_file(path);
+  const uint8_t* p = bytes.data();
+  const uint64_t size = bytes.size();
+  // The end record is the last 22 bytes unless an archive comment (up to 64 KiB) follows it.
+  uint64_t end = 0;
+  bool found = false;
+  for (uint64_t back = 22; back <= size && back <= 22 + 0xffff && !found; ++back) {
+    end = size - back;
+    found = get_le(p + end, 4) == kEndSig && end + 22 + get_le(p + end + 20, 2) <= size;
+  }
+  if (!found) throw Error(path + ": not a zip archive (no end of central directory)");
+  const uint32_t count = get_le(p + end + 10, 2);
+  const uint64_t cd_size = get_le(p + end + 12, 4), cd_offset = get_le(p + end + 16, 4);
+  if (count == 0xffff || cd_offset == 0xffffffffu)
+    throw Error(path + ": zip64 archives are not supported");
+  if (cd_offset + cd_size > end)
+    throw Error(path + ": corrupt zip central directory");
+
+  std::vector<std::pair<std::string, NpyArray>> arrays;
+  uint64_t at = cd_offset;
+  for (uint32_t i = 0; i < count; ++i) {
+    if (at + 46 > cd_offset + cd_size || get_le(p + at, 4) != kCentralSig)
+      throw Error(path + ": corrupt zip central directory");
+    const uint32_t flags = get_le(p + at + 8, 2), method = get_le(p + at + 10, 2);
+    const uint32_t crc = get_le(p + at + 16, 4);
+    const uint64_t csize = get_le(p + at + 20, 4), usize = get_le(p + at + 24, 4);
+    const uint64_t name_len = get_le(p + at + 28, 2), local = get_le(p + at + 42, 4);
+    const uint64_t next =
+        at + 46 + name_len + get_le(p + at + 30, 2) + get_le(p + at + 32, 2);
+    if (next > cd_offset + cd_size) throw Error(path + ": corrupt zip central directory");
+    const std::string name(reinterpret_cast<const char*>(p + at + 46), name_len);
+    const std::string where = path + ": member '" + name + "'";
+    at = next;
+    if (flags & 1) throw Error(where + " is encrypted");
+    if (method != 0)
+      throw Error(where + " is compressed (method " + std::to_string(method) +
+                  "); only stored archives as numpy.savez writes are supported");
+    if (csize != usize || usize == 0xffffffffu || local == 0xffffffffu)
+      throw Error(where + ": zip64 or inconsistent sizes are not supported");
+    if (name.size() < 5 || name.compare(name.size() - 4, 4, ".npy") != 0)
+      throw Error(where + " is not a .npy file");
+    if (local + 30 > size || get_le(p + local, 4) != kLocalSig)
+      throw Error(where + ": corrupt local header");
+    // The local header may carry its own extra field (numpy writes a zip64 one); skip it.
+    const uint64_t data = local + 30 + get_le(p + local + 26, 2) + get_le(p + local + 28, 2);
+    if (data + usize > size) throw Error(where + ": data runs past the end of the file");
+    if (crc32(0L, p + data, static_cast<uInt>(usize)) != crc) throw Error(where + ": bad CRC-32");
+    arrays.emplace_back(name.substr(0, name.size() - 4), parse_npy(where, p + data, usize));
+  }
+  return arrays;
+}
+
+}  // namespace cm

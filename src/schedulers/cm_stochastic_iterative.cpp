@@ -1,0 +1,121 @@
+// Arithmetic mirrors diffusers: the tables in float64 (NumPy), the per-step scalings as 0-d float32
+// tensors, so that results agree bit for bit rather than to a tolerance.
+#include <cmath>
+#include <string>
+
+#include "cm/error.h"
+#include "cm/scheduler.h"
+
+namespace cm {
+
+CMStochasticIterativeScheduler::CMStochasticIterativeScheduler(const SchedulerConfig& config)
+    : config_(config) {
+  config_.validate("scheduler config");
+  set_timesteps(1);
+}
+
+double CMStochasticIterativeScheduler::sigma_to_t(double sigma) {
+  return 1000 * 0.25 * std::log(sigma + 1e-44);
+}
+
+double CMStochasticIterativeScheduler::karras_sigma(double ramp) const {
+  const double min_inv_rho = std::pow(config_.sigma_min, 1 / config_.rho);
+  const double max_inv_rho = std::pow(config_.sigma_max, 1 / config_.rho);
+  return std::pow(max_inv_rho + ramp * (min_inv_rho - max_inv_rho), config_.rho);
+}
+
+void CMStochasticIterativeScheduler::set_timesteps(int num_inference_steps) {
+  const int n_train = config_.num_train_timesteps;
+  if (num_inference_steps < 1 || num_inference_steps > n_train) {
+    throw Error("num_inference_steps: " + std::to_string(num_inference_steps) +
+                " must be between 1 and num_train_timesteps (" + std::to_string(n_train) + ")");
+  }
+  const int64_t ratio = n_train / num_inference_steps;
+  std::vector<int64_t> indices;
+  for (int i = num_inference_steps - 1; i >= 0; --i) indices.push_back(i * ratio);
+  set_from_indices(indices);
+}
+
+void CMStochasticIterativeScheduler::set_timesteps(const std::vector<int64_t>& timesteps) {
+  if (timesteps.empty()) throw Error("timesteps: the list is empty");
+  for (size_t i = 1; i < timesteps.size(); ++i) {
+    if (timesteps[i] >= timesteps[i - 1])
+      throw Error("timesteps: must be in descending order (" + std::to_string(timesteps[i - 1]) +
+                  " then " + std::to_string(timesteps[i]) + ")");
+  }
+  if (timesteps.front() >= config_.num_train_timesteps)
+    throw Error("timesteps: must start before num_train_timesteps (" +
+                std::to_string(config_.num_train_timesteps) + "), got " +
+                std::to_string(timesteps.front()));
+  if (timesteps.back() < 0)
+    throw Error("timesteps: must not be negative, got " + std::to_string(timesteps.back()));
+  set_from_indices(timesteps);
+}
+
+void CMStochasticIterativeScheduler::set_from_indices(const std::vector<int64_t>& descending) {
+  // diffusers reverses the indices before mapping them onto the ramp, so the first step always
+  // lands on the noisiest level of the chosen set.
+  timesteps_.clear();
+  sigmas_.clear();
+  const double denom = config_.num_train_timesteps - 1;
+  for (auto it = descending.rbegin(); it != descending.rend(); ++it) {
+    const double sigma = karras_sigma(static_cast<double>(*it) / denom);
+    timesteps_.push_back(sigma_to_t(sigma));
+    sigmas_.push_back(static_cast<float>(sigma));
+  }
+  sigmas_.push_back(static_cast<float>(config_.sigma_min));
+}
+
+at::Tensor CMStochasticIterativeScheduler::scale_model_input(const at::Tensor& sample,
+                                                             size_t step_index) const {
+  const auto sigma = at::scalar_tensor(sigmas_.at(step_index), at::kFloat);
+  return sample / (sigma.pow(2) + config_.sigma_data * config_.sigma_data).pow(0.5);
+}
+
+at::Tensor CMStochasticIterativeScheduler::denoise(const at::Tensor& model_output,
+                                                   size_t step_index,
+                                                   const at::Tensor& sample) const {
+  const auto sigma = at::scalar_tensor(sigmas_.at(step_index), at::kFloat);
+  const double sd2 = config_.sigma_data * config_.sigma_data;
+  const auto c_skip = sd2 / ((sigma - config_.sigma_min).pow(2) + sd2);
+  const auto c_out =
+      (sigma - config_.sigma_min) * config_.sigma_data / (sigma.pow(2) + sd2).pow(0.5);
+  auto denoised = c_out.to(model_output.device()) * model_output +
+                  c_skip.to(sample.device()) * sample;
+  if (config_.clip_denoised) denoised = denoised.clamp(-1, 1);
+  return denoised;
+}
+
+at::Tensor CMStochasticIterativeScheduler::step(const at::Tensor& model_output, size_t step_index,
+                                                const at::Tensor& sample,
+                                                const at::Generator& generator) const {
+  const auto denoised = denoise(model_output, step_index, sample);
+  at::Tensor noise;
+  if (timesteps_.size() > 1) {
+    // Drawn on the CPU, as diffusers' randn_tensor does for a CPU generator, then moved.
+    c10::optional<at::Generator> gen;
+    if (generator.defined()) gen = generator;
+    noise = at::randn(model_output.sizes(), gen,
+                      at::TensorOptions().dtype(model_output.scalar_type()))
+                .to(model_output.device());
+  } else {
+    noise = at::zeros_like(model_output);
+  }
+  const auto z = noise * config_.s_noise;
+  const auto sigma_next = at::scalar_tensor(sigmas_.at(step_index + 1), at::kFloat);
+  const auto sigma_hat = sigma_next.clamp(config_.sigma_min, config_.sigma_max);
+  const auto scale = (sigma_hat.pow(2) - config_.sigma_min * config_.sigma_min).pow(0.5);
+  return denoised + z * scale.to(z.device());
+}
+
+at::Tensor CMStochasticIterativeScheduler::add_noise(const at::Tensor& original,
+                                                     const at::Tensor& noise,
+                                                     const std::vector<size_t>& step_indices) const {
+  std::vector<float> s;
+  for (size_t i : step_indices) s.push_back(sigmas_.at(i));
+  auto sigma = at::tensor(s, at::kFloat).to(original.device(), original.scalar_type());
+  while (sigma.dim() < original.dim()) sigma = sigma.unsqueeze(-1);
+  return original + noise * sigma;
+}
+
+}  // namespace cm

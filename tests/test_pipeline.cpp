@@ -1,0 +1,137 @@
+// The whole pipeline against diffusers: seeded generation (float and uint8 images) and
+// caller-supplied latents.
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "cm/error.h"
+#include "cm/output.h"
+#include "cm/pipeline.h"
+#include "golden.h"
+
+namespace cm::test {
+namespace {
+
+GenerateOptions options_of(const nlohmann::json& c) {
+  GenerateOptions o;
+  o.batch_size = c["batch_size"];
+  if (c.contains("timesteps")) o.timesteps = c["timesteps"].get<std::vector<int64_t>>();
+  if (c.contains("num_inference_steps")) o.num_inference_steps = c["num_inference_steps"];
+  if (c.contains("seed")) o.seed = c["seed"];
+  if (c.contains("class_labels") && !c["class_labels"].is_null())
+    o.class_labels = c["class_labels"].get<std::vector<int64_t>>();
+  return o;
+}
+
+at::Tensor stack_uint8(const at::Tensor& images) {
+  std::vector<at::Tensor> parts;
+  for (const auto& img : to_uint8_images(images)) {
+    parts.push_back(at::from_blob(const_cast<uint8_t*>(img.pixels.data()),
+                                  {img.height, img.width, img.channels}, at::kByte)
+                        .clone());
+  }
+  return at::stack(parts);
+}
+
+TEST(PipelineGolden, SeededImagesMatchDiffusers) {
+  for (const auto& name : golden_names()) {
+    const Golden& g = golden(name);
+    auto pipe = ConsistencyModelPipeline::from_pretrained(g.model_dir);
+    ASSERT_FALSE(g.cases["pipeline"].empty());
+    for (const auto& c : g.cases["pipeline"]) {
+      const std::string prefix = c["prefix"];
+      SCOPED_TRACE(name + " " + c.dump());
+      auto o = options_of(c);
+      const auto r = pipe(o);
+      const auto expected = g.tensor(prefix + "images");
+      EXPECT_TRUE(close_scaled(r.images, expected)) << "images";
+      EXPECT_TRUE(uint8_match(stack_uint8(r.images), g.tensor(prefix + "uint8"), expected));
+      if (!o.class_labels.empty()) {
+        std::vector<int64_t> want = o.class_labels;
+        if (want.size() == 1) want.assign(o.batch_size, want[0]);
+        EXPECT_EQ(r.class_labels, want);
+      }
+    }
+  }
+}
+
+TEST(PipelineGolden, InitialNoiseIsTorchGeneratorDraw) {
+  for (const auto& name : golden_names()) {
+    const Golden& g = golden(name);
+    for (const auto& c : g.cases["pipeline"]) {
+      const std::string prefix = c["prefix"];
+      const auto expected = g.tensor(prefix + "initial_noise");
+      auto gen = at::detail::createCPUGenerator(c["seed"].get<uint64_t>());
+      const auto noise = at::randn(expected.sizes(), gen);
+      EXPECT_TRUE(at::equal(noise, expected)) << name << " " << prefix;
+    }
+  }
+}
+
+TEST(PipelineGolden, CallerSuppliedLatents) {
+  for (const auto& name : golden_names()) {
+    const Golden& g = golden(name);
+    auto pipe = ConsistencyModelPipeline::from_pretrained(g.model_dir);
+    ASSERT_FALSE(g.cases["latents"].empty());
+    for (const auto& c : g.cases["latents"]) {
+      const std::string prefix = c["prefix"];
+      SCOPED_TRACE(name + " " + prefix);
+      auto o = options_of(c);
+      o.latents = g.tensor(prefix + "latents");
+      o.seed = 987654321;  // must not matter for a one-step run with given latents
+      const auto r = pipe(o);
+      EXPECT_TRUE(close_scaled(r.images, g.tensor(prefix + "images")));
+    }
+  }
+}
+
+TEST(PipelineGolden, StepCallbackSeesEveryStep) {
+  const Golden& g = golden(golden_names().front());
+  auto pipe = ConsistencyModelPipeline::from_pretrained(g.model_dir);
+  GenerateOptions o;
+  o.num_inference_steps = 3;
+  std::vector<int> seen;
+  o.on_step = [&](int i, int n, double, const at::Tensor& sample) {
+    EXPECT_EQ(n, 3);
+    EXPECT_EQ(sample.size(0), 1);
+    seen.push_back(i);
+  };
+  pipe(o);
+  EXPECT_EQ(seen, (std::vector<int>{0, 1, 2}));
+}
+
+TEST(PipelineErrors, BadOptionsGiveClearErrors) {
+  for (const auto& name : golden_names()) {
+    const Golden& g = golden(name);
+    auto pipe = ConsistencyModelPipeline::from_pretrained(g.model_dir);
+    const bool conditional = pipe.unet()->is_class_conditional();
+    auto message = [&](GenerateOptions o) -> std::string {
+      try {
+        pipe(o);
+      } catch (const Error& e) {
+        return e.what();
+      }
+      return "(no error)";
+    };
+    GenerateOptions o;
+    o.batch_size = -1;
+    EXPECT_NE(message(o).find("batch size"), std::string::npos);
+    o = {};
+    o.timesteps = {0, 5};
+    EXPECT_NE(message(o).find("descending"), std::string::npos);
+    o = {};
+    o.class_labels = {conditional ? 1000 : 1};
+    EXPECT_NE(message(o).find(conditional ? "out of range" : "not class-conditional"),
+              std::string::npos);
+    o = {};
+    o.latents = at::zeros({1, 3, 8, 8});
+    EXPECT_NE(message(o).find("latents"), std::string::npos);
+  }
+  try {
+    ConsistencyModelPipeline::from_pretrained("/nonexistent/model");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/model"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace cm::test

@@ -1,0 +1,73 @@
+#include "common.h"
+
+#include <iostream>
+#include <thread>
+#include <torch/cuda.h>
+#include <ATen/Parallel.h>
+
+#include "cm/error.h"
+
+namespace cm::cli {
+
+c10::ScalarType parse_dtype(const std::string& name) {
+  if (name == "float32" || name == "fp32" || name == "f32") return c10::kFloat;
+  if (name == "bfloat16" || name == "bf16") return c10::kBFloat16;
+  if (name == "float16" || name == "fp16" || name == "f16") return c10::kHalf;
+  throw Error("--dtype: unknown value '" + name + "' (float32, bfloat16, float16)");
+}
+
+std::string dtype_label(c10::ScalarType type) {
+  switch (type) {
+    case c10::kFloat: return "float32";
+    case c10::kBFloat16: return "bfloat16";
+    case c10::kHalf: return "float16";
+    default: return c10::toString(type);
+  }
+}
+
+c10::Device parse_device(const std::string& name) {
+  if (name == "cpu") return c10::kCPU;
+  if (name.rfind("cuda", 0) == 0) {
+    if (!torch::cuda::is_available())
+      throw Error("--device: '" + name + "' requested, but this build has no usable CUDA device");
+    try {
+      return c10::Device(name);
+    } catch (const std::exception&) {
+      throw Error("--device: bad value '" + name + "'");
+    }
+  }
+  throw Error("--device: unknown value '" + name + "' (cpu, cuda, cuda:N)");
+}
+
+std::vector<int64_t> parse_int_list(const std::string& option, const std::string& text) {
+  std::vector<int64_t> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t end = text.find(',', start);
+    const std::string item = text.substr(start, end == std::string::npos ? end : end - start);
+    size_t used = 0;
+    int64_t value = 0;
+    try {
+      value = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size())
+      throw Error(option + ": '" + item + "' is not an integer (in '" + text + "')");
+    out.push_back(value);
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return out;
+}
+
+void set_threads(int threads) {
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(threads);
+}
+
+void log(bool quiet, const std::string& line) {
+  if (!quiet) std::cerr << line << std::endl;
+}
+
+}  // namespace cm::cli

@@ -1,0 +1,175 @@
+// cm generate: images from a consistency model, as diffusers' ConsistencyModelPipeline makes them.
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <random>
+#include <sstream>
+
+#include "cm/error.h"
+#include "cm/output.h"
+#include "cm/pipeline.h"
+#include "common.h"
+#include "subcommands.h"
+
+namespace cm::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct GenerateArgs {
+  std::string model;
+  std::string output = "output.png";
+  int batch_size = 1;
+  int steps = 1;
+  std::string timesteps;
+  std::string classes;
+  std::optional<int64_t> seed;
+  std::string dtype = "float32";
+  std::string device = "cpu";
+  int threads = 0;
+  bool grid = false;
+  bool quiet = false;
+};
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// "out.png" -> out.png for one image, out_0.png, out_1.png, ... for several; "out_%d.png" -> the
+// index in place of %d.
+std::string output_name(const std::string& pattern, int index, int count) {
+  const size_t pos = pattern.find("%d");
+  if (pos != std::string::npos)
+    return pattern.substr(0, pos) + std::to_string(index) + pattern.substr(pos + 2);
+  if (count == 1) return pattern;
+  const fs::path p(pattern);
+  return (p.parent_path() / (p.stem().string() + "_" + std::to_string(index) + p.extension().string()))
+      .string();
+}
+
+std::string join(const std::vector<int64_t>& v) {
+  std::string s;
+  for (auto x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
+  return s;
+}
+
+// The "parameters" text of each PNG, in the key: value style of stable-diffusion.cpp.
+std::string parameters_text(const GenerateArgs& a, uint64_t seed, const GenerateResult& r,
+                            const std::vector<int64_t>& timesteps, std::optional<int64_t> label) {
+  std::ostringstream ss;
+  ss << "model: " << a.model << ", seed: " << seed;
+  if (timesteps.empty()) {
+    ss << ", steps: " << a.steps;
+  } else {
+    ss << ", timesteps: " << join(timesteps);
+  }
+  if (label) ss << ", class: " << *label;
+  ss << ", dtype: " << a.dtype << ", scheduler: CMStochasticIterativeScheduler"
+     << ", size: " << r.images.size(2) << "x" << r.images.size(1) << ", generator: cm " << CM_VERSION;
+  return ss.str();
+}
+
+int run_generate(const GenerateArgs& a) {
+  if (a.batch_size < 1)
+    throw Error("--batch-size: must be at least 1, got " + std::to_string(a.batch_size));
+  if (a.steps < 1) throw Error("--steps: must be at least 1, got " + std::to_string(a.steps));
+  if (!(ends_with(a.output, ".png") || ends_with(a.output, ".npy") || ends_with(a.output, ".npz")))
+    throw Error("--output: '" + a.output + "' must end in .png, .npy or .npz");
+  LoadOptions load;
+  load.dtype = parse_dtype(a.dtype);
+  load.device = parse_device(a.device);
+  set_threads(a.threads);
+
+  GenerateOptions o;
+  o.batch_size = a.batch_size;
+  o.num_inference_steps = a.steps;
+  if (!a.timesteps.empty()) o.timesteps = parse_int_list("--timesteps", a.timesteps);
+  if (!a.classes.empty()) o.class_labels = parse_int_list("--class", a.classes);
+  if (a.seed) {
+    o.seed = static_cast<uint64_t>(*a.seed);
+  } else {
+    o.seed = std::random_device{}() & 0x7fffffffu;
+    std::cerr << "seed: " << o.seed << std::endl;
+  }
+
+  const auto t0 = std::chrono::steady_clock::now();
+  auto pipe = ConsistencyModelPipeline::from_pretrained(a.model, load);
+  const auto t1 = std::chrono::steady_clock::now();
+  log(a.quiet, "loaded " + a.model + " in " +
+                   std::to_string(std::chrono::duration<double>(t1 - t0).count()) + " s");
+  auto last = t1;
+  o.on_step = [&](int i, int n, double t, const at::Tensor&) {
+    const auto now = std::chrono::steady_clock::now();
+    char line[128];
+    std::snprintf(line, sizeof line, "step %d/%d  t=%.4f  %.3f s", i + 1, n, t,
+                  std::chrono::duration<double>(now - last).count());
+    last = now;
+    log(a.quiet, line);
+  };
+  const GenerateResult r = pipe(o);
+
+  if (ends_with(a.output, ".npy")) {
+    write_npy(a.output, images_to_npy(r.images));
+    std::cout << a.output << std::endl;
+    return 0;
+  }
+  if (ends_with(a.output, ".npz")) {
+    write_samples_npz(a.output, r.images, r.class_labels);
+    std::cout << a.output << std::endl;
+    return 0;
+  }
+  const auto images = to_uint8_images(r.images);
+  if (a.grid) {
+    std::optional<int64_t> label;
+    if (!r.class_labels.empty() &&
+        std::all_of(r.class_labels.begin(), r.class_labels.end(),
+                    [&](int64_t l) { return l == r.class_labels[0]; }))
+      label = r.class_labels[0];
+    std::string text = parameters_text(a, o.seed, r, o.timesteps, label);
+    if (!r.class_labels.empty() && !label) text += ", classes: " + join(r.class_labels);
+    const std::string path = output_name(a.output, 0, 1);
+    write_png(path, make_grid(images), {{"parameters", text}});
+    std::cout << path << std::endl;
+    return 0;
+  }
+  for (size_t i = 0; i < images.size(); ++i) {
+    std::optional<int64_t> label;
+    if (!r.class_labels.empty()) label = r.class_labels[i];
+    const std::string path = output_name(a.output, static_cast<int>(i), static_cast<int>(images.size()));
+    write_png(path, images[i], {{"parameters", parameters_text(a, o.seed, r, o.timesteps, label)}});
+    std::cout << path << std::endl;
+  }
+  return 0;
+}
+
+}  // namespace
+
+Runner add_generate(CLI::App& app) {
+  auto args = std::make_shared<GenerateArgs>();
+  app.add_option("-m,--model", args->model, "diffusers pipeline folder (or a UNet folder)")
+      ->required();
+  app.add_option("-o,--output", args->output,
+                 "output file: .png (a %d in the name numbers the batch), .npy (float32 NHWC in "
+                 "[0,1]) or .npz (arr_0 uint8 NHWC, arr_1 labels)")
+      ->capture_default_str();
+  app.add_option("-n,--batch-size", args->batch_size, "images to generate")->capture_default_str();
+  app.add_option("--steps", args->steps, "number of sampling steps")->capture_default_str();
+  app.add_option("--timesteps", args->timesteps,
+                 "explicit descending timestep indices, e.g. 22,0 (overrides --steps)");
+  app.add_option("--class", args->classes,
+                 "class label(s) for class-conditional models: one for all, or one per image "
+                 "(random when absent)");
+  app.add_option("-s,--seed", args->seed, "random seed (random and printed when absent)");
+  app.add_option("--dtype", args->dtype, "float32 (exact), bfloat16 or float16")
+      ->capture_default_str();
+  app.add_option("--device", args->device, "cpu or cuda")->capture_default_str();
+  app.add_option("-t,--threads", args->threads, "CPU threads (default: all)");
+  app.add_flag("--grid", args->grid, "write the whole batch as one PNG grid");
+  app.add_flag("-q,--quiet", args->quiet, "no progress output on stderr");
+  return [args] { return run_generate(*args); };
+}
+
+}  // namespace cm::cli
