@@ -1,1 +1,155 @@
-// placeholder
+// The real cm binary, run as a user would: exact pixels against diffusers' golden images, and a
+// one-line error with a non-zero exit for bad input.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <sys/wait.h>
+
+#include "cm/image_io.h"
+#include "io/state_dict.h"
+
+namespace cm {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct RunResult {
+  int status = -1;
+  std::string output;  // stdout and stderr together
+};
+
+RunResult run_cm(const std::string& args) {
+  const std::string cmd = std::string(CM_BINARY) + " " + args + " 2>&1";
+  RunResult r;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) return r;
+  std::array<char, 4096> buf{};
+  size_t n = 0;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
+  const int status = pclose(pipe);
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("cm_cli_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  fs::path dir_;
+};
+
+const std::string kCond = CM_GOLDEN_DIR "/tiny_cond";
+
+TEST_F(CliTest, OneStepPngHasExactlyTheGoldenPixels) {
+  const auto r = run_cm("generate -m " + kCond + "/model --seed 0 --steps 1 --class 3 -o " +
+                        path("x.png"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  TextChunks text;
+  const ImageU8 img = read_png(path("x.png"), &text);
+  const auto golden = read_state_dict(kCond + "/cases.safetensors");
+  const at::Tensor& expected = golden.at("pipeline.0.uint8");  // [1, 32, 32, 3]
+  ASSERT_EQ(img.height, expected.size(1));
+  ASSERT_EQ(img.width, expected.size(2));
+  ASSERT_EQ(img.channels, expected.size(3));
+  const auto* want = expected.data_ptr<uint8_t>();
+  size_t differ = 0;
+  for (size_t i = 0; i < img.pixels.size(); ++i) differ += img.pixels[i] != want[i];
+  EXPECT_EQ(differ, 0u);
+  ASSERT_EQ(text.size(), 1u);
+  EXPECT_EQ(text[0].first, "parameters");
+  EXPECT_NE(text[0].second.find("seed: 0"), std::string::npos) << text[0].second;
+  EXPECT_NE(text[0].second.find("class: 3"), std::string::npos) << text[0].second;
+  EXPECT_NE(text[0].second.find("steps: 1"), std::string::npos) << text[0].second;
+  EXPECT_NE(text[0].second.find("dtype: float32"), std::string::npos) << text[0].second;
+}
+
+TEST_F(CliTest, MultistepNpyMatchesGoldenImages) {
+  // pipeline.1 of tiny_cond: batch 2, timesteps [22, 0], seed 42, classes 3 and 7.
+  const auto r = run_cm("generate -m " + kCond + "/model --seed 42 --timesteps 22,0 -n 2 " +
+                        "--class 3,7 --quiet -o " + path("x.npy"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const NpyArray a = read_npy(path("x.npy"));
+  EXPECT_EQ(a.descr, "<f4");
+  const auto golden = read_state_dict(kCond + "/cases.safetensors");
+  const at::Tensor& expected = golden.at("pipeline.1.images");
+  ASSERT_EQ(a.shape, expected.sizes().vec());
+  const auto got = at::from_blob(const_cast<uint8_t*>(a.data.data()), a.shape, at::kFloat);
+  EXPECT_LE((got - expected).abs().max().item<float>(), 1e-4);
+}
+
+TEST_F(CliTest, NpzHoldsUint8SamplesAndLabels) {
+  const auto r = run_cm("generate -m " + kCond + "/model --seed 7 --steps 3 -n 2 --class 1,2 -q -o " +
+                        path("s.npz"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto arrays = read_npz(path("s.npz"));
+  ASSERT_EQ(arrays.size(), 2u);
+  EXPECT_EQ(arrays[0].first, "arr_0");
+  EXPECT_EQ(arrays[0].second.descr, "|u1");
+  const auto golden = read_state_dict(kCond + "/cases.safetensors");
+  const at::Tensor& expected = golden.at("pipeline.2.uint8");
+  ASSERT_EQ(arrays[0].second.shape, expected.sizes().vec());
+  EXPECT_EQ(std::memcmp(arrays[0].second.data.data(), expected.data_ptr<uint8_t>(),
+                        arrays[0].second.data.size()),
+            0);
+  EXPECT_EQ(arrays[1].first, "arr_1");
+  EXPECT_EQ(arrays[1].second.shape, (std::vector<int64_t>{2}));
+}
+
+TEST_F(CliTest, BatchWritesNumberedFilesOrOneGrid) {
+  auto r = run_cm("generate -m " + kCond + "/model -s 1 -n 3 -q -o " + path("img_%d.png"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(fs::exists(path("img_" + std::to_string(i) + ".png")));
+  r = run_cm("generate -m " + kCond + "/model -s 1 -n 4 --grid -q -o " + path("grid.png"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const ImageU8 grid = read_png(path("grid.png"));
+  EXPECT_EQ(grid.width, 64);
+  EXPECT_EQ(grid.height, 64);
+}
+
+TEST_F(CliTest, BadArgumentsGiveOneLineErrors) {
+  const std::string model = "-m " + kCond + "/model -q -o " + path("bad.png");
+  struct Case {
+    std::string args, expect;
+  };
+  const std::vector<Case> cases = {
+      {"generate " + model + " -n -1", "batch-size"},
+      {"generate " + model + " --timesteps 0,22", "descending"},
+      {"generate " + model + " --class 1000", "out of range"},
+      {"generate " + model + " --class x", "--class"},
+      {"generate " + model + " --dtype float8", "float8"},
+      {"generate -m /nonexistent/model -o " + path("bad.png"), "/nonexistent/model"},
+      {"generate " + model + " --steps 0", "--steps"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.args);
+    const auto r = run_cm(c.args);
+    EXPECT_NE(r.status, 0);
+    EXPECT_NE(r.output.find(c.expect), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("terminate called"), std::string::npos) << r.output;
+    // The error itself is one line (a random seed may be announced before it).
+    const auto pos = r.output.find("error: ");
+    if (pos != std::string::npos) {
+      const auto rest = r.output.substr(pos);
+      EXPECT_LE(std::count(rest.begin(), rest.end(), '\n'), 1) << r.output;
+    }
+    EXPECT_FALSE(fs::exists(path("bad.png")));
+  }
+}
+
+TEST_F(CliTest, VersionPrints) {
+  const auto r = run_cm("--version");
+  EXPECT_EQ(r.status, 0);
+  EXPECT_NE(r.output.find("cm "), std::string::npos);
+}
+
+}  // namespace
+}  // namespace cm
