@@ -5,7 +5,9 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config
   libtorch-dev libopenblas0-pthread
-  nlohmann-json3-dev libpng-dev zlib1g-dev libcli11-dev libgtest-dev
+  nlohmann-json3-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev libcli11-dev libgtest-dev
+  libcurl4-openssl-dev libssl-dev python3
+  dataset-fashion-mnist
 )
 
 missing=()

@@ -1,4 +1,5 @@
-// Image and array files: PNG (with tEXt metadata), NumPy .npy and .npz. Torch-free.
+// Image and array files: PNG (with tEXt metadata), JPEG, NumPy .npy and .npz, and the resizing
+// and channel conversion input images need. Torch-free.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +24,19 @@ void write_png(const std::string& path, const ImageU8& image, const TextChunks& 
 // Reads an 8-bit or 16-bit PNG of any colour type into 8-bit gray, RGB or RGBA (palette and
 // 16-bit are converted). `text`, when given, receives the tEXt chunks.
 ImageU8 read_png(const std::string& path, TextChunks* text = nullptr);
+
+// A baseline or progressive JPEG as 8-bit gray or RGB (CMYK and truncated files are errors).
+ImageU8 read_jpeg(const std::string& path);
+// Gray or RGB at the given quality (1-100); temporary file then rename.
+void write_jpeg(const std::string& path, const ImageU8& image, int quality = 95);
+// A PNG or a JPEG, told apart by the file's first bytes rather than its name.
+ImageU8 read_image(const std::string& path);
+// Resampled to width x height: area averaging along an axis that shrinks, bilinear between pixel
+// centres (edges clamped) along one that grows; an unchanged size is the identity.
+ImageU8 resize_image(const ImageU8& image, int width, int height);
+// To 1 or 3 channels: gray is repeated, colour becomes the luminance 0.2989 R + 0.5870 G +
+// 0.1140 B, alpha is dropped.
+ImageU8 convert_channels(const ImageU8& image, int channels);
 
 // A NumPy array: dtype descr as NumPy writes it ("<f4", "|u1", "<i8", ...), C order.
 struct NpyArray {

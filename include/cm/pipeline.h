@@ -16,6 +16,7 @@ namespace cm {
 struct LoadOptions {
   at::ScalarType dtype = at::kFloat;  // float32 (exact), bfloat16 or float16
   at::Device device = at::kCPU;
+  std::string variant;  // weights variant, e.g. "fp16": diffusion_pytorch_model.fp16.safetensors
 };
 
 // Called after each step with the step index, the step count, the timestep and the sample.
@@ -39,6 +40,11 @@ struct GenerateResult {
   std::vector<int64_t> class_labels;  // what was used (empty for unconditional models)
   std::vector<double> timesteps;      // the UNet time inputs of each step
 };
+
+// The labels a run uses: none for an unconditional model; the given ones (one for all images or
+// one per image); or random ones following options.seed, as diffusers draws them. cm::Error when
+// a label is out of range or the count does not fit the batch.
+std::vector<int64_t> resolve_class_labels(const UNetConfig& config, const GenerateOptions& options);
 
 class ConsistencyModelPipeline {
  public:

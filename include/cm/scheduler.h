@@ -24,6 +24,9 @@ class CMStochasticIterativeScheduler {
   void set_timesteps(int num_inference_steps);
   // Explicit indices into the training grid, strictly descending, each in [0, num_train_timesteps).
   void set_timesteps(const std::vector<int64_t>& timesteps);
+  // Arbitrary noise levels, strictly descending, each in [sigma_min, sigma_max] (zero-shot
+  // editing starts mid-way, e.g. SDEdit's 5.38 then 2.24). The UNet inputs are 250·ln σ.
+  void set_sigmas(const std::vector<double>& sigmas);
 
   // The values fed to the UNet (float64, 250·ln σ) and the noise levels (float32, with sigma_min
   // appended), exactly as diffusers computes them.
@@ -41,6 +44,9 @@ class CMStochasticIterativeScheduler {
   // The denoised estimate alone (c_skip·sample + c_out·model_output, clipped when configured).
   at::Tensor denoise(const at::Tensor& model_output, size_t step_index,
                      const at::Tensor& sample) const;
+  // √(σ̂² − σ_min²), σ̂ the next level clamped to [sigma_min, sigma_max]: how much unit noise
+  // step() adds after step `step_index` (a 0-d float32 tensor on the CPU).
+  at::Tensor noise_scale(size_t step_index) const;
   // original + noise·σ(step_indices[b]) per sample.
   at::Tensor add_noise(const at::Tensor& original, const at::Tensor& noise,
                        const std::vector<size_t>& step_indices) const;

@@ -58,10 +58,12 @@ class UNet2DModelImpl : public torch::nn::Module {
 };
 TORCH_MODULE(UNet2DModel);
 
-// Loads unet/config.json and the weights (diffusion_pytorch_model[.variant].safetensors) of a
-// diffusers UNet folder, in `dtype` on `device`.
+// Loads unet/config.json and the weights of a diffusers UNet folder, in `dtype` on `device`
+// (converted from the stored dtype): diffusion_pytorch_model[.variant].safetensors, or the shards
+// listed by diffusion_pytorch_model.safetensors.index[.variant].json. A variant ("fp16") that is
+// absent is an error, never a silent fallback.
 UNet2DModel load_unet(const std::string& unet_dir, at::ScalarType dtype = at::kFloat,
-                      const at::Device& device = at::kCPU);
+                      const at::Device& device = at::kCPU, const std::string& variant = "");
 // Writes a diffusers UNet folder: config.json and diffusion_pytorch_model.safetensors.
 void save_unet(UNet2DModel& unet, const std::string& unet_dir);
 

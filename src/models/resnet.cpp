@@ -30,6 +30,7 @@ ResnetBlock2DImpl::ResnetBlock2DImpl(const ResnetOptions& o) : options_(o) {
   const int64_t proj = o.scale_shift ? 2 * o.out_channels : o.out_channels;
   time_emb_proj = register_module("time_emb_proj", torch::nn::Linear(o.temb_channels, proj));
   norm2 = register_module("norm2", group_norm(o.groups, o.out_channels, o.eps));
+  dropout = register_module("dropout", torch::nn::Dropout(o.dropout));
   conv2 = register_module("conv2", conv3x3(o.out_channels, o.out_channels));
   if (o.in_channels != o.out_channels) {
     conv_shortcut = register_module(
@@ -57,7 +58,7 @@ at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& input, const at::Tensor&
   } else {
     h = norm2(h + t);
   }
-  h = conv2(at::silu(h));
+  h = conv2(dropout(at::silu(h)));
   if (conv_shortcut) shortcut = conv_shortcut(shortcut);
   auto out = shortcut + h;
   if (options_.output_scale_factor != 1.0) out = out / options_.output_scale_factor;

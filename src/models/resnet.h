@@ -3,6 +3,7 @@
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 
@@ -16,6 +17,7 @@ struct ResnetOptions {
   double eps = 1e-5;
   bool scale_shift = false;  // resnet_time_scale_shift == "scale_shift"
   double output_scale_factor = 1.0;
+  double dropout = 0.0;  // before conv2; identity in eval mode
   bool up = false;    // nearest-neighbour x2 before conv1 (and on the shortcut)
   bool down = false;  // 2x2 average pool before conv1 (and on the shortcut)
 };
@@ -28,6 +30,7 @@ class ResnetBlock2DImpl : public torch::nn::Module {
   torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv_shortcut{nullptr};
   torch::nn::Linear time_emb_proj{nullptr};
+  torch::nn::Dropout dropout{nullptr};
 
  private:
   ResnetOptions options_;

@@ -3,6 +3,7 @@
 
 #include "cm/error.h"
 #include "cm/unet.h"
+#include "io/model_weights.h"
 #include "io/state_dict.h"
 #include "models/embeddings.h"
 #include "models/unet_2d_blocks.h"
@@ -58,6 +59,7 @@ UNet2DModelImpl::UNet2DModelImpl(const UNetConfig& c) : config_(c) {
     o.head_dim = head_dim(out_ch);
     o.downsample_padding = c.downsample_padding;
     o.sample_type = c.downsample_type;
+    o.dropout = c.dropout;
     down_blocks_->push_back(DownBlock(o));
   }
 
@@ -71,6 +73,7 @@ UNet2DModelImpl::UNet2DModelImpl(const UNetConfig& c) : config_(c) {
   m.add_attention = c.add_attention;
   m.head_dim = head_dim(m.channels);
   m.output_scale_factor = c.mid_block_scale_factor;
+  m.dropout = c.dropout;
   mid_block_ = register_module("mid_block", std::make_shared<MidBlockImpl>(m));
 
   up_blocks_ = register_module("up_blocks", torch::nn::ModuleList());
@@ -91,6 +94,7 @@ UNet2DModelImpl::UNet2DModelImpl(const UNetConfig& c) : config_(c) {
     o.scale_shift = scale_shift;
     o.head_dim = head_dim(out_ch);
     o.sample_type = c.upsample_type;
+    o.dropout = c.dropout;
     up_blocks_->push_back(UpBlock(o));
   }
 
@@ -211,26 +215,14 @@ std::map<std::string, at::Tensor> UNet2DModelImpl::state_dict() const {
   return out;
 }
 
-namespace {
-
-std::string weights_file(const std::string& dir) {
-  namespace fs = std::filesystem;
-  const fs::path p = fs::path(dir) / "diffusion_pytorch_model.safetensors";
-  if (fs::exists(p)) return p.string();
-  if (fs::exists(fs::path(dir) / "diffusion_pytorch_model.bin"))
-    throw Error(dir + ": only a PyTorch .bin checkpoint is present; convert it to safetensors");
-  throw Error(p.string() + ": weights file not found");
-}
-
-}  // namespace
-
-UNet2DModel load_unet(const std::string& unet_dir, at::ScalarType dtype, const at::Device& device) {
+UNet2DModel load_unet(const std::string& unet_dir, at::ScalarType dtype, const at::Device& device,
+                      const std::string& variant) {
   namespace fs = std::filesystem;
   if (!fs::is_directory(unet_dir)) throw Error(unet_dir + ": not a directory");
   const auto config = UNetConfig::load((fs::path(unet_dir) / "config.json").string());
-  const std::string weights = weights_file(unet_dir);
   UNet2DModel unet(config);
-  unet->load_state_dict(read_state_dict(weights), weights);
+  std::string weights;  // the file named in errors: filled in before load_state_dict reads it
+  unet->load_state_dict(read_model_weights(unet_dir, variant, &weights), weights);
   unet->to(device, dtype);
   unet->eval();
   return unet;

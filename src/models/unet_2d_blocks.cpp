@@ -11,6 +11,7 @@ ResnetOptions resnet_options(const BlockOptions& o, int64_t in, int64_t out) {
   r.groups = o.groups;
   r.eps = o.eps;
   r.scale_shift = o.scale_shift;
+  r.dropout = o.dropout;
   return r;
 }
 
@@ -117,6 +118,7 @@ MidBlockImpl::MidBlockImpl(const MidBlockOptions& o) {
   r.eps = o.eps;
   r.scale_shift = o.scale_shift;
   r.output_scale_factor = o.output_scale_factor;
+  r.dropout = o.dropout;
   resnets = register_module("resnets", torch::nn::ModuleList(ResnetBlock2D(r), ResnetBlock2D(r)));
   // diffusers gives the attention a group norm only when asked to, or in the "default" time
   // conditioning; scale_shift models without attn_norm_num_groups have none.

@@ -28,6 +28,7 @@ struct BlockOptions {
   int64_t head_dim = 8;
   int64_t downsample_padding = 1;
   std::string sample_type = "conv";  // downsample_type / upsample_type
+  double dropout = 0.0;
 };
 
 class DownBlockImpl : public torch::nn::Module {
@@ -67,6 +68,7 @@ struct MidBlockOptions {
   bool add_attention = true;
   int64_t head_dim = 8;
   double output_scale_factor = 1.0;
+  double dropout = 0.0;
 };
 
 class MidBlockImpl : public torch::nn::Module {

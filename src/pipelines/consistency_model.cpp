@@ -10,7 +10,9 @@ namespace fs = std::filesystem;
 
 ConsistencyModelPipeline::ConsistencyModelPipeline(UNet2DModel unet,
                                                    CMStochasticIterativeScheduler scheduler)
-    : unet_(std::move(unet)), scheduler_(std::move(scheduler)) {}
+    : unet_(std::move(unet)), scheduler_(std::move(scheduler)) {
+  unet_->eval();  // dropout off: sampling is deterministic given the seed
+}
 
 ConsistencyModelPipeline ConsistencyModelPipeline::from_pretrained(const std::string& path,
                                                                    const LoadOptions& options) {
@@ -23,19 +25,17 @@ ConsistencyModelPipeline ConsistencyModelPipeline::from_pretrained(const std::st
     const SchedulerConfig sc =
         fs::exists(sched) ? SchedulerConfig::load(sched.string()) : SchedulerConfig{};
     return ConsistencyModelPipeline(load_unet((root / "unet").string(), options.dtype,
-                                              options.device),
+                                              options.device, options.variant),
                                     CMStochasticIterativeScheduler(sc));
   }
   if (fs::exists(root / "config.json")) {
-    return ConsistencyModelPipeline(load_unet(path, options.dtype, options.device),
+    return ConsistencyModelPipeline(load_unet(path, options.dtype, options.device, options.variant),
                                     CMStochasticIterativeScheduler());
   }
   throw Error(path + ": neither a pipeline folder (model_index.json) nor a UNet folder (config.json)");
 }
 
-namespace {
-
-std::vector<int64_t> resolve_labels(const UNetConfig& config, const GenerateOptions& o) {
+std::vector<int64_t> resolve_class_labels(const UNetConfig& config, const GenerateOptions& o) {
   if (!config.num_class_embeds) {
     if (!o.class_labels.empty())
       throw Error("class labels given, but the model is not class-conditional");
@@ -62,8 +62,6 @@ std::vector<int64_t> resolve_labels(const UNetConfig& config, const GenerateOpti
   }
   return labels;
 }
-
-}  // namespace
 
 GenerateResult ConsistencyModelPipeline::operator()(const GenerateOptions& o) {
   const UNetConfig& config = unet_->config();
@@ -98,7 +96,7 @@ GenerateResult ConsistencyModelPipeline::operator()(const GenerateOptions& o) {
   sample = sample * scheduler_.init_noise_sigma();
 
   GenerateResult result;
-  result.class_labels = resolve_labels(config, o);
+  result.class_labels = resolve_class_labels(config, o);
   std::optional<at::Tensor> labels;
   if (!result.class_labels.empty()) labels = at::tensor(result.class_labels).to(device);
 

@@ -52,6 +52,26 @@ void CMStochasticIterativeScheduler::set_timesteps(const std::vector<int64_t>& t
   set_from_indices(timesteps);
 }
 
+void CMStochasticIterativeScheduler::set_sigmas(const std::vector<double>& sigmas) {
+  if (sigmas.empty()) throw Error("sigmas: the list is empty");
+  for (size_t i = 0; i < sigmas.size(); ++i) {
+    if (!(sigmas[i] >= config_.sigma_min && sigmas[i] <= config_.sigma_max))
+      throw Error("sigmas: " + std::to_string(sigmas[i]) + " is outside [sigma_min, sigma_max] = [" +
+                  std::to_string(config_.sigma_min) + ", " + std::to_string(config_.sigma_max) +
+                  "]");
+    if (i > 0 && sigmas[i] >= sigmas[i - 1])
+      throw Error("sigmas: must be in descending order (" + std::to_string(sigmas[i - 1]) +
+                  " then " + std::to_string(sigmas[i]) + ")");
+  }
+  timesteps_.clear();
+  sigmas_.clear();
+  for (double sigma : sigmas) {
+    timesteps_.push_back(sigma_to_t(sigma));
+    sigmas_.push_back(static_cast<float>(sigma));
+  }
+  sigmas_.push_back(static_cast<float>(config_.sigma_min));
+}
+
 void CMStochasticIterativeScheduler::set_from_indices(const std::vector<int64_t>& descending) {
   // diffusers reverses the indices before mapping them onto the ramp, so the first step always
   // lands on the noisiest level of the chosen set.
@@ -102,10 +122,13 @@ at::Tensor CMStochasticIterativeScheduler::step(const at::Tensor& model_output, 
     noise = at::zeros_like(model_output);
   }
   const auto z = noise * config_.s_noise;
+  return denoised + z * noise_scale(step_index).to(z.device());
+}
+
+at::Tensor CMStochasticIterativeScheduler::noise_scale(size_t step_index) const {
   const auto sigma_next = at::scalar_tensor(sigmas_.at(step_index + 1), at::kFloat);
   const auto sigma_hat = sigma_next.clamp(config_.sigma_min, config_.sigma_max);
-  const auto scale = (sigma_hat.pow(2) - config_.sigma_min * config_.sigma_min).pow(0.5);
-  return denoised + z * scale.to(z.device());
+  return (sigma_hat.pow(2) - config_.sigma_min * config_.sigma_min).pow(0.5);
 }
 
 at::Tensor CMStochasticIterativeScheduler::add_noise(const at::Tensor& original,

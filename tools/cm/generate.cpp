@@ -9,9 +9,11 @@
 #include <sstream>
 
 #include "cm/error.h"
+#include "cm/hub.h"
 #include "cm/output.h"
 #include "cm/pipeline.h"
 #include "common.h"
+#include "hub_progress.h"
 #include "subcommands.h"
 
 namespace cm::cli {
@@ -28,6 +30,7 @@ struct GenerateArgs {
   std::string classes;
   std::optional<int64_t> seed;
   std::string dtype = "float32";
+  std::string variant;
   std::string device = "cpu";
   int threads = 0;
   bool grid = false;
@@ -96,7 +99,10 @@ int run_generate(const GenerateArgs& a) {
   }
 
   const auto t0 = std::chrono::steady_clock::now();
-  auto pipe = ConsistencyModelPipeline::from_pretrained(a.model, load);
+  // A repository id (org/name[@rev]) becomes its snapshot folder in the Hugging Face cache.
+  const std::string folder = resolve_model(a.model, hub_options(a.variant, a.quiet));
+  load.variant = a.variant;
+  auto pipe = ConsistencyModelPipeline::from_pretrained(folder, load);
   const auto t1 = std::chrono::steady_clock::now();
   log(a.quiet, "loaded " + a.model + " in " +
                    std::to_string(std::chrono::duration<double>(t1 - t0).count()) + " s");
@@ -149,7 +155,9 @@ int run_generate(const GenerateArgs& a) {
 
 Runner add_generate(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
-  app.add_option("-m,--model", args->model, "diffusers pipeline folder (or a UNet folder)")
+  app.add_option("-m,--model", args->model,
+                 "diffusers pipeline folder (or a UNet folder), or a Hugging Face Hub repository "
+                 "id org/name[@revision]")
       ->required();
   app.add_option("-o,--output", args->output,
                  "output file: .png (a %d in the name numbers the batch), .npy (float32 NHWC in "
@@ -163,6 +171,8 @@ Runner add_generate(CLI::App& app) {
                  "class label(s) for class-conditional models: one for all, or one per image "
                  "(random when absent)");
   app.add_option("-s,--seed", args->seed, "random seed (random and printed when absent)");
+  app.add_option("--variant", args->variant,
+                 "weights variant, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors)");
   app.add_option("--dtype", args->dtype, "float32 (exact), bfloat16 or float16")
       ->capture_default_str();
   app.add_option("--device", args->device, "cpu or cuda")->capture_default_str();

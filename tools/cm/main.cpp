@@ -15,6 +15,21 @@ int main(int argc, char** argv) {
   std::vector<std::pair<CLI::App*, cm::cli::Runner>> commands;
   auto* generate = app.add_subcommand("generate", "Generate images with a consistency model");
   commands.emplace_back(generate, cm::cli::add_generate(*generate));
+  auto* edit = app.add_subcommand(
+      "edit", "Edit an image zero-shot: inpaint, colorize, superres, stroke, interpolate, denoise");
+  commands.emplace_back(edit, cm::cli::add_edit(*edit));
+  auto* download =
+      app.add_subcommand("download", "Fetch a model from the Hugging Face Hub into the cache");
+  commands.emplace_back(download, cm::cli::add_download(*download));
+  auto* models = app.add_subcommand("models", "List the models in the Hugging Face cache");
+  commands.emplace_back(models, cm::cli::add_models(*models));
+  auto* train = app.add_subcommand("train", "Train a consistency model (iCT, CT, CD) or an EDM teacher");
+  commands.emplace_back(train, cm::cli::add_train(*train));
+  auto* train_classifier =
+      app.add_subcommand("train-classifier", "Train the Fashion-MNIST classifier cm eval uses");
+  commands.emplace_back(train_classifier, cm::cli::add_train_classifier(*train_classifier));
+  auto* eval = app.add_subcommand("eval", "Fréchet distance and class accuracy of a model's samples");
+  commands.emplace_back(eval, cm::cli::add_eval(*eval));
 
   try {
     app.parse(argc, argv);

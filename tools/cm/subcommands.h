@@ -12,5 +12,11 @@ namespace cm::cli {
 using Runner = std::function<int()>;
 
 Runner add_generate(CLI::App& app);
+Runner add_edit(CLI::App& app);
+Runner add_download(CLI::App& app);
+Runner add_models(CLI::App& app);
+Runner add_train(CLI::App& app);
+Runner add_train_classifier(CLI::App& app);
+Runner add_eval(CLI::App& app);
 
 }  // namespace cm::cli

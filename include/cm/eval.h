@@ -1,0 +1,53 @@
+// Measuring generated images: a small Fashion-MNIST classifier (trained once, shipped), the
+// Fréchet distance between its features of generated and real images, and the classifier's
+// accuracy on class-conditional samples.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cm {
+
+struct ClassifierTrainOptions {
+  std::string data = "fashion-mnist";
+  std::string output = "models/fmnist-classifier";  // folder: model.safetensors
+  int64_t epochs = 3;
+  int64_t batch_size = 128;
+  double lr = 2e-3;
+  uint64_t seed = 0;
+  bool quiet = false;
+};
+
+struct ClassifierTrainResult {
+  double test_accuracy = 0;  // on the 10,000 test images
+  double seconds = 0;
+};
+
+ClassifierTrainResult train_classifier(const ClassifierTrainOptions& options);
+
+struct EvalOptions {
+  std::string model;       // pipeline folder; empty: evaluate real test images against themselves
+  std::string classifier = "models/fmnist-classifier";
+  int64_t samples_per_class = 100;
+  std::vector<int> steps = {1, 2};  // sampling step counts to evaluate
+  uint64_t seed = 0;
+  int64_t real_limit = 0;  // > 0: use only this many real images per split (tests)
+  bool quiet = false;
+};
+
+struct EvalRow {
+  std::string what;        // "1 step", "2 steps", "test vs test", "train vs test"
+  double frechet = 0;      // Fréchet distance to the real test images' features
+  double accuracy = -1;    // classifier accuracy on the requested classes (-1: not applicable)
+  int64_t images = 0;
+};
+
+struct EvalResult {
+  double classifier_test_accuracy = 0;
+  std::vector<EvalRow> rows;
+};
+
+EvalResult evaluate(const EvalOptions& options);
+
+}  // namespace cm

@@ -1,0 +1,70 @@
+// Training consistency models: iCT (default), the original CT, consistency distillation (CD) from
+// an EDM teacher, and EDM training of that teacher. What it saves is a diffusers pipeline folder.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "cm/config.h"
+
+namespace cm {
+
+struct TrainOptions {
+  std::string method = "ict";  // ict | ct | cd | edm
+  std::string data = "fashion-mnist";  // "fashion-mnist[:train|:test]"
+  int64_t data_limit = 0;              // > 0: use only the first N images
+  std::string output_dir = "runs/cm";
+  UNetConfig unet;             // the architecture (sample_size and channels must match the data)
+  SchedulerConfig scheduler;   // σmin, σmax, σdata, ρ of the parameterization
+  std::string teacher;         // cd: folder of an EDM-trained UNet (--method edm output)
+
+  int64_t total_steps = 10000;  // K
+  int64_t batch_size = 64;
+  double lr = 1e-4;
+  int64_t warmup = 1000;
+  double grad_clip = 1.0;     // max gradient norm; <= 0 disables
+  double ema_rate = 0.9999;   // EMA of the weights used for sampling
+  // iCT
+  int64_t ict_s0 = 10, ict_s1 = 1280;
+  double p_mean = -1.1, p_std = 2.0;
+  // CT / CD
+  int64_t ct_s0 = 2, ct_s1 = 150;
+  double ct_mu0 = 0.9;
+  int64_t cd_scales = 18;        // CD: fixed N
+  double cd_target_ema = 0.95;   // CD: fixed μ
+  std::string distance = "l2";   // CT / CD: l2 | l1 | pseudo-huber
+  // EDM teacher
+  double edm_p_mean = -1.2, edm_p_std = 1.2;
+
+  uint64_t seed = 0;
+  int64_t checkpoint_every = 1000;
+  int64_t sample_every = 1000;   // sample grid PNG (one image per class), 0 disables
+  int64_t log_every = 10;
+  bool bf16 = false;             // bfloat16 autocast for the forward passes
+  bool resume = false;
+  int64_t stop_after = 0;       // > 0: stop (with a checkpoint) after this many steps of this run
+  double max_minutes = 0;       // > 0: stop (with a checkpoint) after this much wall time
+  bool quiet = false;
+};
+
+struct TrainProgress {
+  int64_t step = 0;        // steps done
+  int64_t total_steps = 0;
+  double loss = 0;
+  int64_t num_scales = 0;  // N(k)
+  double target_ema = 0;   // μ(k) (0 for iCT: the target is the online network)
+  double images_per_second = 0;
+};
+
+using TrainCallback = std::function<void(const TrainProgress&)>;
+
+// Runs (or resumes) training; returns the final progress. Writes, under output_dir:
+// checkpoint/ (pipeline folder of the EMA weights + training_state.safetensors), train_log.csv,
+// samples/step_<k>.png. Ctrl-C (SIGINT) stops after the current step with a checkpoint.
+TrainProgress train(const TrainOptions& options, const TrainCallback& on_log = nullptr);
+
+// Number of steps stored in a training-state checkpoint (for --resume messages and tests).
+int64_t checkpoint_step(const std::string& output_dir);
+
+}  // namespace cm

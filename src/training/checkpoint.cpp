@@ -1,0 +1,113 @@
+#include "training/checkpoint.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "cm/error.h"
+#include "io/state_dict.h"
+
+namespace cm::training {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kStateFile = "training_state.safetensors";
+
+std::string param_key(const at::Tensor& p) {
+  return c10::guts::to_string(p.unsafeGetTensorImpl());
+}
+
+void put_module(std::map<std::string, at::Tensor>& out, const std::string& prefix,
+                const UNet2DModel& m) {
+  for (const auto& [k, v] : m->state_dict()) out.emplace(prefix + k, v);
+}
+
+void get_module(const std::map<std::string, at::Tensor>& in, const std::string& prefix,
+                UNet2DModel& m, const std::string& source) {
+  std::map<std::string, at::Tensor> sub;
+  for (const auto& [k, v] : in) {
+    if (k.rfind(prefix, 0) == 0) sub.emplace(k.substr(prefix.size()), v);
+  }
+  m->load_state_dict(sub, source + " [" + prefix + "]");
+}
+
+}  // namespace
+
+void save_pipeline(const std::string& dir, UNet2DModel& unet, const SchedulerConfig& scheduler) {
+  fs::create_directories(dir);
+  nlohmann::json index = {{"_class_name", "ConsistencyModelPipeline"},
+                          {"_diffusers_version", "0.27.2"},
+                          {"scheduler", {"diffusers", "CMStochasticIterativeScheduler"}},
+                          {"unet", {"diffusers", "UNet2DModel"}}};
+  write_text_file((fs::path(dir) / "model_index.json").string(), index.dump(2) + "\n");
+  save_unet(unet, (fs::path(dir) / "unet").string());
+  fs::create_directories(fs::path(dir) / "scheduler");
+  write_text_file((fs::path(dir) / "scheduler" / "scheduler_config.json").string(),
+                  scheduler.to_json());
+}
+
+void save_checkpoint(const std::string& output_dir, const TrainOptions& options,
+                     const TrainState& state, int64_t num_train_timesteps) {
+  const fs::path final_dir = fs::path(output_dir) / "checkpoint";
+  const fs::path tmp_dir = fs::path(output_dir) / "checkpoint.tmp";
+  const fs::path old_dir = fs::path(output_dir) / "checkpoint.old";
+  fs::remove_all(tmp_dir);
+  SchedulerConfig sc = options.scheduler;
+  sc.num_train_timesteps = static_cast<int>(std::max<int64_t>(2, num_train_timesteps));
+  UNet2DModel ema = state.ema;
+  save_pipeline(tmp_dir.string(), ema, sc);
+
+  std::map<std::string, at::Tensor> t;
+  put_module(t, "online.", state.online);
+  put_module(t, "ema.", state.ema);
+  if (state.target) put_module(t, "target.", state.target);
+  for (const auto& p : state.online->named_parameters(true)) {
+    auto it = state.optimizer->state().find(param_key(p.value()));
+    if (it == state.optimizer->state().end()) continue;
+    const auto& s = static_cast<const torch::optim::AdamParamState&>(*it->second);
+    t.emplace("adam.exp_avg." + p.key(), s.exp_avg());
+    t.emplace("adam.exp_avg_sq." + p.key(), s.exp_avg_sq());
+    t.emplace("adam.step." + p.key(), at::tensor(static_cast<int64_t>(s.step())));
+  }
+  t.emplace("rng.data", state.generator.get_state());
+  t.emplace("rng.default", at::detail::getDefaultCPUGenerator().get_state());
+  write_state_dict((tmp_dir / kStateFile).string(), t,
+                   {{"format", "pt"},
+                    {"step", std::to_string(state.step)},
+                    {"method", options.method}});
+
+  fs::remove_all(old_dir);
+  if (fs::exists(final_dir)) fs::rename(final_dir, old_dir);
+  fs::rename(tmp_dir, final_dir);
+  fs::remove_all(old_dir);
+}
+
+void load_checkpoint(const std::string& output_dir, TrainState& state) {
+  const std::string path = (fs::path(output_dir) / "checkpoint" / kStateFile).string();
+  if (!fs::exists(path)) throw Error(path + ": no checkpoint to resume from");
+  SafeTensorsFile file(path);
+  auto it = file.metadata().find("step");
+  if (it == file.metadata().end()) throw Error(path + ": checkpoint has no step");
+  const auto t = read_state_dict(path);
+  torch::NoGradGuard no_grad;
+  get_module(t, "online.", state.online, path);
+  get_module(t, "ema.", state.ema, path);
+  if (state.target) get_module(t, "target.", state.target, path);
+  for (const auto& p : state.online->named_parameters(true)) {
+    auto avg = t.find("adam.exp_avg." + p.key());
+    if (avg == t.end()) continue;
+    auto s = std::make_unique<torch::optim::AdamParamState>();
+    s->exp_avg(avg->second.clone());
+    s->exp_avg_sq(t.at("adam.exp_avg_sq." + p.key()).clone());
+    s->step(t.at("adam.step." + p.key()).item<int64_t>());
+    state.optimizer->state()[param_key(p.value())] = std::move(s);
+  }
+  state.generator.set_state(t.at("rng.data"));
+  at::Generator default_gen = at::detail::getDefaultCPUGenerator();
+  default_gen.set_state(t.at("rng.default"));
+  state.step = std::stoll(it->second);
+}
+
+}  // namespace cm::training

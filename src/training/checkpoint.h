@@ -1,0 +1,33 @@
+// Training checkpoints: a diffusers pipeline folder of the EMA weights plus the full training
+// state (online, target and EMA weights, Adam moments, step, generator states), written to a
+// temporary folder and renamed into place.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <torch/optim/adam.h>
+
+#include "cm/training.h"
+#include "cm/unet.h"
+
+namespace cm::training {
+
+struct TrainState {
+  UNet2DModel online{nullptr};
+  UNet2DModel ema{nullptr};
+  UNet2DModel target{nullptr};  // CT / CD only
+  std::unique_ptr<torch::optim::Adam> optimizer;
+  at::Generator generator;  // data order and noise
+  int64_t step = 0;
+};
+
+// Writes <dir>/checkpoint (replacing the previous one only once the new one is complete).
+void save_checkpoint(const std::string& output_dir, const TrainOptions& options,
+                     const TrainState& state, int64_t num_train_timesteps);
+// Restores everything save_checkpoint wrote; the state's modules must have the same config.
+void load_checkpoint(const std::string& output_dir, TrainState& state);
+
+// Writes a diffusers pipeline folder (model_index.json, unet/, scheduler/) for `unet`.
+void save_pipeline(const std::string& dir, UNet2DModel& unet, const SchedulerConfig& scheduler);
+
+}  // namespace cm::training

@@ -1,0 +1,326 @@
+// The training loop. One step: draw a batch and noise from the seeded generator, compute the
+// method's loss, Adam step with warm-up and clipping, update target and EMA weights.
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "cm/denoiser.h"
+#include "cm/error.h"
+#include "cm/output.h"
+#include "cm/safetensors.h"
+#include "cm/pipeline.h"
+#include "cm/training.h"
+#include "training/checkpoint.h"
+#include "training/data.h"
+#include "training/ode.h"
+#include "training/schedules.h"
+
+namespace cm {
+
+using namespace training;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_sigint(int) { g_interrupted = true; }
+
+UNet2DModel clone_unet(const UNet2DModel& m) {
+  UNet2DModel copy(m->config());
+  copy->load_state_dict(m->state_dict(), "copy");
+  return copy;
+}
+
+void lerp_weights(UNet2DModel& into, const UNet2DModel& from, double keep) {
+  torch::NoGradGuard no_grad;
+  auto dst = into->parameters();
+  auto src = from->parameters();
+  for (size_t i = 0; i < dst.size(); ++i) dst[i].mul_(keep).add_(src[i], 1.0 - keep);
+}
+
+at::Tensor take(const std::vector<double>& grid, const at::Tensor& idx) {
+  return at::tensor(grid, at::kDouble).index_select(0, idx).to(at::kFloat);
+}
+
+at::Tensor distance(const std::string& kind, const at::Tensor& a, const at::Tensor& b) {
+  if (kind == "l2") return (a - b).pow(2).flatten(1).mean(1);
+  if (kind == "l1") return (a - b).abs().flatten(1).mean(1);
+  if (kind == "pseudo-huber") return pseudo_huber(a, b, pseudo_huber_c(a[0].numel()));
+  throw Error("--distance: unknown value '" + kind + "' (l2, l1, pseudo-huber)");
+}
+
+struct Batch {
+  at::Tensor x;
+  std::optional<at::Tensor> labels;
+};
+
+class Trainer {
+ public:
+  explicit Trainer(const TrainOptions& o) : o_(o) {
+    if (o.method != "ict" && o.method != "ct" && o.method != "cd" && o.method != "edm")
+      throw Error("--method: unknown value '" + o.method + "' (ict, ct, cd, edm)");
+    if (o.total_steps < 1) throw Error("--steps: must be at least 1");
+    if (o.batch_size < 1) throw Error("--batch-size: must be at least 1");
+    data_ = load_dataset(o.data, o.data_limit);
+    if (data_.size() == 0) throw Error("--data: '" + o.data + "' holds no images");
+    const auto& u = o.unet;
+    if (u.in_channels != data_.images.size(1) || u.sample_size != data_.images.size(2))
+      throw Error("--data: images are " + std::to_string(data_.images.size(1)) + "×" +
+                  std::to_string(data_.images.size(2)) + "², the model expects " +
+                  std::to_string(u.in_channels) + "×" + std::to_string(u.sample_size) + "²");
+    conditional_ = u.num_class_embeds.has_value();
+    if (conditional_ && *u.num_class_embeds < static_cast<int>(data_.class_names.size()))
+      throw Error("num_class_embeds is smaller than the dataset's class count");
+
+    torch::manual_seed(o.seed);  // initial weights and dropout masks
+    s_.online = UNet2DModel(u);
+    s_.online->train();
+    s_.ema = clone_unet(s_.online);
+    s_.ema->eval();
+    if (o.method == "ct" || o.method == "cd") {
+      s_.target = clone_unet(s_.online);
+      s_.target->train();
+    }
+    if (o.method == "cd") {
+      if (o.teacher.empty()) throw Error("--teacher: required for --method cd");
+      const fs::path t(o.teacher);
+      teacher_ = load_unet(fs::exists(t / "unet") ? (t / "unet").string() : o.teacher);
+    }
+    s_.optimizer = std::make_unique<torch::optim::Adam>(
+        s_.online->parameters(), torch::optim::AdamOptions(o.lr));
+    s_.generator = at::detail::createCPUGenerator(o.seed);
+    if (o.resume) load_checkpoint(o.output_dir, s_);
+  }
+
+  TrainProgress run(const TrainCallback& on_log) {
+    fs::create_directories(o_.output_dir);
+    const fs::path log_path = fs::path(o_.output_dir) / "train_log.csv";
+    const bool new_log = !fs::exists(log_path) || !o_.resume;
+    std::ofstream log(log_path, new_log ? std::ios::trunc : std::ios::app);
+    if (!log) throw Error(log_path.string() + ": cannot write the training log");
+    if (new_log) log << "step,loss,num_scales,target_ema,lr,images_per_second\n";
+
+    g_interrupted = false;
+    auto previous = std::signal(SIGINT, on_sigint);
+    TrainProgress p;
+    p.total_steps = o_.total_steps;
+    auto t0 = std::chrono::steady_clock::now();
+    int64_t images_since = 0;
+    double loss_sum = 0;
+    int64_t loss_count = 0;
+    const auto run_start = std::chrono::steady_clock::now();
+    const int64_t first_step = s_.step;
+    auto budget_left = [&] {
+      if (o_.stop_after > 0 && s_.step - first_step >= o_.stop_after) return false;
+      if (o_.max_minutes > 0 &&
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count() >
+              o_.max_minutes * 60)
+        return false;
+      return true;
+    };
+    while (s_.step < o_.total_steps && !g_interrupted && budget_left()) {
+      const double loss = step(p);
+      loss_sum += loss;
+      ++loss_count;
+      images_since += o_.batch_size;
+      ++s_.step;
+      p.step = s_.step;
+      if (s_.step % o_.log_every == 0 || s_.step == o_.total_steps) {
+        const auto now = std::chrono::steady_clock::now();
+        p.images_per_second = images_since / std::chrono::duration<double>(now - t0).count();
+        p.loss = loss_sum / loss_count;
+        t0 = now;
+        images_since = 0;
+        loss_sum = 0;
+        loss_count = 0;
+        log << p.step << "," << p.loss << "," << p.num_scales << "," << p.target_ema << ","
+            << current_lr() << "," << p.images_per_second << "\n";
+        log.flush();
+        if (on_log) on_log(p);
+      }
+      if (o_.sample_every > 0 && s_.step % o_.sample_every == 0) write_samples();
+      if (o_.checkpoint_every > 0 && s_.step % o_.checkpoint_every == 0) checkpoint(p);
+    }
+    std::signal(SIGINT, previous);
+    checkpoint(p);
+    return p;
+  }
+
+ private:
+  double current_lr() const {
+    return o_.lr * warmup_factor(s_.step, o_.warmup);
+  }
+
+  Batch draw_batch() {
+    const auto idx = at::randint(0, static_cast<int64_t>(data_.size()), {o_.batch_size},
+                                 s_.generator, at::TensorOptions().dtype(at::kLong));
+    Batch b;
+    b.x = data_.images.index_select(0, idx);
+    if (conditional_) b.labels = data_.labels.index_select(0, idx);
+    return b;
+  }
+
+  // The online network with its dropout masks; `replay` evaluates the target with the same ones.
+  at::Tensor online_and_target(const Batch& b, const at::Tensor& x_hi, const at::Tensor& s_hi,
+                               UNet2DModel& target_net, const at::Tensor& x_lo,
+                               const at::Tensor& s_lo, at::Tensor& target) {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    const auto dropout_state = gen.get_state();
+    const auto out = consistency_function(*s_.online, x_hi, s_hi, b.labels, o_.scheduler);
+    gen.set_state(dropout_state);
+    {
+      torch::NoGradGuard no_grad;
+      target = consistency_function(*target_net, x_lo, s_lo, b.labels, o_.scheduler).detach();
+    }
+    return out;
+  }
+
+  double step(TrainProgress& p) {
+    const double lr = current_lr();
+    for (auto& group : s_.optimizer->param_groups())
+      static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+    if (o_.bf16) {
+      at::autocast::set_cpu_enabled(true);
+      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    }
+    const Batch b = draw_batch();
+    const auto z = at::randn(b.x.sizes(), s_.generator, at::TensorOptions().dtype(at::kFloat));
+    at::Tensor loss;
+    if (o_.method == "edm") {
+      const auto sigma =
+          (at::randn({o_.batch_size}, s_.generator, at::TensorOptions().dtype(at::kFloat)) *
+               o_.edm_p_std + o_.edm_p_mean).exp();
+      const double sd = o_.scheduler.sigma_data;
+      const auto d = edm_denoise(*s_.online, b.x + sigma.reshape({-1, 1, 1, 1}) * z, sigma,
+                                 b.labels, sd);
+      const auto weight = (sigma.pow(2) + sd * sd) / (sigma * sd).pow(2);
+      loss = (weight * (d - b.x).pow(2).flatten(1).mean(1)).mean();
+      p.num_scales = 0;
+      p.target_ema = 0;
+    } else {
+      const bool ict = o_.method == "ict";
+      const int64_t n = ict ? ict_num_scales(s_.step, o_.total_steps, o_.ict_s0, o_.ict_s1)
+                      : o_.method == "ct" ? ct_num_scales(s_.step, o_.total_steps, o_.ct_s0,
+                                                          o_.ct_s1)
+                                          : o_.cd_scales;
+      const auto grid = karras_grid(n, o_.scheduler);
+      at::Tensor idx;
+      if (ict) {
+        const auto probs = at::tensor(lognormal_index_probs(grid, o_.p_mean, o_.p_std), at::kDouble);
+        idx = at::multinomial(probs, o_.batch_size, /*replacement=*/true, s_.generator);
+      } else {
+        idx = at::randint(0, n - 1, {o_.batch_size}, s_.generator,
+                          at::TensorOptions().dtype(at::kLong));
+      }
+      const auto s_lo = take(grid, idx), s_hi = take(grid, idx + 1);
+      const auto x_hi = b.x + s_hi.reshape({-1, 1, 1, 1}) * z;
+      at::Tensor x_lo;
+      if (o_.method == "cd") {
+        torch::NoGradGuard no_grad;
+        const double sd = o_.scheduler.sigma_data;
+        auto teacher = [&](const at::Tensor& x, const at::Tensor& sigma) {
+          return edm_denoise(*teacher_, x, sigma, b.labels, sd);
+        };
+        x_lo = heun_step(teacher, x_hi, s_hi, s_lo);
+      } else {
+        x_lo = b.x + s_lo.reshape({-1, 1, 1, 1}) * z;  // the same noise for both points
+      }
+      at::Tensor target;
+      UNet2DModel& target_net = ict ? s_.online : s_.target;
+      const auto out = online_and_target(b, x_hi, s_hi, target_net, x_lo, s_lo, target);
+      if (ict) {
+        const auto weight = 1.0 / (s_hi - s_lo);
+        loss = (weight * pseudo_huber(out.to(at::kFloat), target.to(at::kFloat),
+                                      pseudo_huber_c(b.x[0].numel())))
+                   .mean();
+      } else {
+        loss = distance(o_.distance, out.to(at::kFloat), target.to(at::kFloat)).mean();
+      }
+      p.num_scales = n;
+      p.target_ema = o_.method == "ct" ? ct_target_ema(n, o_.ct_s0, o_.ct_mu0)
+                     : o_.method == "cd" ? o_.cd_target_ema
+                                         : 0.0;
+    }
+    if (o_.bf16) {
+      at::autocast::set_cpu_enabled(false);
+      at::autocast::clear_cache();
+    }
+    s_.optimizer->zero_grad();
+    loss.backward();
+    if (o_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(s_.online->parameters(), o_.grad_clip);
+    s_.optimizer->step();
+    if (s_.target) lerp_weights(s_.target, s_.online, p.target_ema);
+    lerp_weights(s_.ema, s_.online, o_.ema_rate);
+    const double value = loss.item<double>();
+    if (!std::isfinite(value))
+      throw Error("training diverged at step " + std::to_string(s_.step) + " (loss " +
+                  std::to_string(value) + "); lower --lr or raise --warmup");
+    return value;
+  }
+
+  int64_t final_num_scales() const {
+    if (o_.method == "ict") return ict_num_scales(o_.total_steps, o_.total_steps, o_.ict_s0, o_.ict_s1);
+    if (o_.method == "ct") return ct_num_scales(o_.total_steps, o_.total_steps, o_.ct_s0, o_.ct_s1);
+    if (o_.method == "cd") return o_.cd_scales;
+    return 40;
+  }
+
+  void checkpoint(const TrainProgress&) {
+    if (o_.method == "edm") {
+      // The teacher is a denoiser, not a consistency model: save the UNet folder alone.
+      const fs::path dir = fs::path(o_.output_dir) / "teacher";
+      UNet2DModel ema = s_.ema;
+      save_unet(ema, dir.string());
+    }
+    save_checkpoint(o_.output_dir, o_, s_, final_num_scales());
+  }
+
+  void write_samples() {
+    if (o_.method == "edm") return;
+    SchedulerConfig sc = o_.scheduler;
+    sc.num_train_timesteps = static_cast<int>(final_num_scales());
+    UNet2DModel ema = clone_unet(s_.ema);
+    ConsistencyModelPipeline pipe(ema, CMStochasticIterativeScheduler(sc));
+    GenerateOptions g;
+    const int classes = conditional_ ? static_cast<int>(data_.class_names.size()) : 10;
+    g.batch_size = classes;
+    if (conditional_) {
+      for (int c = 0; c < classes; ++c) g.class_labels.push_back(c);
+    }
+    g.seed = 0;
+    const auto r = pipe(g);
+    const fs::path dir = fs::path(o_.output_dir) / "samples";
+    fs::create_directories(dir);
+    char name[64];
+    std::snprintf(name, sizeof name, "step_%07lld.png", static_cast<long long>(s_.step));
+    write_png((dir / name).string(), make_grid(to_uint8_images(r.images), classes));
+  }
+
+  TrainOptions o_;
+  Dataset data_;
+  bool conditional_ = false;
+  TrainState s_;
+  UNet2DModel teacher_{nullptr};
+};
+
+}  // namespace
+
+TrainProgress train(const TrainOptions& options, const TrainCallback& on_log) {
+  Trainer trainer(options);
+  return trainer.run(on_log);
+}
+
+int64_t checkpoint_step(const std::string& output_dir) {
+  const std::string path = (fs::path(output_dir) / "checkpoint" / "training_state.safetensors").string();
+  SafeTensorsFile file(path);
+  auto it = file.metadata().find("step");
+  if (it == file.metadata().end()) throw Error(path + ": checkpoint has no step");
+  return std::stoll(it->second);
+}
+
+}  // namespace cm

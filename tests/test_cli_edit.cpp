@@ -1,0 +1,238 @@
+// `cm edit` run as a user would: each task's files, the kept pixels of an inpainting in the PNG
+// itself, and a one-line error naming the file or value for each bad input.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+
+#include "cm/config.h"
+#include "cm/image_io.h"
+
+namespace cm {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct RunResult {
+  int status = -1;
+  std::string output;  // stdout and stderr together
+};
+
+RunResult run_cm(const std::string& args) {
+  const std::string cmd = std::string(CM_BINARY) + " " + args + " 2>&1";
+  RunResult r;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) return r;
+  std::array<char, 4096> buf{};
+  size_t n = 0;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
+  const int status = pclose(pipe);
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+ImageU8 make_image(int w, int h, int c, const std::function<int(int, int, int)>& f) {
+  ImageU8 img;
+  img.width = w;
+  img.height = h;
+  img.channels = c;
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      for (int ch = 0; ch < c; ++ch) img.pixels.push_back(static_cast<uint8_t>(f(x, y, ch) & 255));
+  return img;
+}
+
+ImageU8 picture(int w, int h, int c = 3) {
+  return make_image(w, h, c, [](int x, int y, int ch) { return 20 + 5 * x + 3 * y + 40 * ch; });
+}
+
+// White = regenerate: a ring, black (keep) inside and outside it.
+ImageU8 ring_mask(int size) {
+  return make_image(size, size, 1, [size](int x, int y, int) {
+    const int dx = x - size / 2, dy = y - size / 2, r2 = dx * dx + dy * dy;
+    return (r2 > size * size / 36 && r2 < size * size / 9) ? 255 : 0;
+  });
+}
+
+std::string parameters_of(const std::string& path) {
+  TextChunks text;
+  read_png(path, &text);
+  for (const auto& [key, value] : text)
+    if (key == "parameters") return value;
+  return "";
+}
+
+const std::string kModel = CM_GOLDEN_DIR "/tiny_cond/model";
+// One thread: these runs are tiny, and the machine may be busy.
+const std::string kBase = "edit -m " + kModel + " -t 1 -q ";
+const std::string kEdit = kBase + "--class 3 ";
+
+class CliEdit : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("cm_cli_edit_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  fs::path dir_;
+};
+
+TEST_F(CliEdit, InpaintingKeepsTheBlackPixelsOfTheMask) {
+  const ImageU8 ref = picture(32, 32);
+  const ImageU8 mask = ring_mask(32);
+  write_png(path("ref.png"), ref);
+  write_png(path("mask.png"), mask);
+  const auto r = run_cm(kEdit + "--task inpaint --image " + path("ref.png") + " --mask " +
+                        path("mask.png") + " -s 1 --steps 4 -o " + path("out.png"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const ImageU8 out = read_png(path("out.png"));
+  ASSERT_EQ(out.width, 32);
+  ASSERT_EQ(out.channels, 3);
+  size_t kept_differ = 0, regenerated_differ = 0;
+  for (size_t i = 0; i < out.pixels.size(); ++i) {
+    const bool differ = out.pixels[i] != ref.pixels[i];
+    (mask.pixels[i / 3] == 0 ? kept_differ : regenerated_differ) += differ;
+  }
+  EXPECT_EQ(kept_differ, 0u);
+  EXPECT_GT(regenerated_differ, 0u);
+  const std::string p = parameters_of(path("out.png"));
+  for (const char* want : {"task: inpaint", "seed: 1", "steps: 4", "class: 3", "mask: "})
+    EXPECT_NE(p.find(want), std::string::npos) << p;
+}
+
+TEST_F(CliEdit, GridShowsInputWhatTheModelSeesAndResults) {
+  // A gray JPEG in, two colorizations out.
+  write_jpeg(path("gray.jpg"), picture(32, 32, 1));
+  const auto r = run_cm(kEdit + "--task colorize --image " + path("gray.jpg") +
+                        " -s 2 --steps 3 -n 2 --grid -o " + path("grid.png"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const ImageU8 grid = read_png(path("grid.png"));
+  EXPECT_EQ(grid.width, 4 * 32);
+  EXPECT_EQ(grid.height, 32);
+  EXPECT_NE(parameters_of(path("grid.png")).find("task: colorize"), std::string::npos);
+}
+
+TEST_F(CliEdit, EveryTaskWritesItsImages) {
+  write_png(path("low.png"), picture(8, 8));
+  write_png(path("full.png"), picture(32, 32));
+  struct Case {
+    std::string args, file, param;
+  };
+  const std::vector<Case> cases = {
+      {"--task superres --steps 3 --image " + path("low.png"), "sr_low.png", "factor: 4"},
+      {"--task superres --steps 3 --image " + path("full.png") + " --factor 8", "sr_full.png",
+       "factor: 8"},
+      {"--task stroke --image " + path("full.png"), "stroke.png", "sigmas: 5.38,2.24"},
+      {"--task denoise --image " + path("full.png") + " --sigma 0.5 --add-noise", "dn.png",
+       "sigma: 0.5"},
+      {"--task inpaint --image " + path("full.png") + " --mask " + path("full.png") +
+           " --timesteps 30,10,0",
+       "tsteps.png", "timesteps: 30,10,0"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.args);
+    const auto r = run_cm(kEdit + c.args + " -s 4 -o " + path(c.file));
+    ASSERT_EQ(r.status, 0) << r.output;
+    const ImageU8 out = read_png(path(c.file));
+    EXPECT_EQ(out.width, 32);
+    EXPECT_EQ(out.height, 32);
+    const std::string p = parameters_of(path(c.file));
+    EXPECT_NE(p.find(c.param), std::string::npos) << p;
+  }
+}
+
+TEST_F(CliEdit, InterpolationFramesStartAndEndAtTheSeedsImages) {
+  auto r = run_cm(kEdit + "--task interpolate --seed 1 --seed2 2 --frames 3 --steps 1 -o " +
+                  path("f.png"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  for (int k = 0; k < 3; ++k) EXPECT_TRUE(fs::exists(path("f_" + std::to_string(k) + ".png")));
+  EXPECT_NE(parameters_of(path("f_2.png")).find("frame: 2"), std::string::npos);
+  for (auto [seed, frame] : {std::pair{1, 0}, std::pair{2, 2}}) {
+    const std::string g = path("g" + std::to_string(seed) + ".png");
+    r = run_cm("generate -m " + kModel + " -t 1 -q --class 3 --steps 1 -s " + std::to_string(seed) +
+               " -o " + g);
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_EQ(read_png(g).pixels, read_png(path("f_" + std::to_string(frame) + ".png")).pixels)
+        << seed;
+  }
+  r = run_cm(kEdit + "--task interpolate --seed 1 --seed2 2 --frames 5 --steps 2 --grid -o " +
+             path("grid.png"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(read_png(path("grid.png")).width, 5 * 32);
+}
+
+TEST_F(CliEdit, OtherSizesAreResizedWithANoteOrRejected) {
+  write_png(path("big.png"), picture(48, 40));
+  auto r =
+      run_cm(kEdit + "--task stroke --image " + path("big.png") + " -s 1 -o " + path("out.png"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("resizing " + path("big.png") + " from 48x40 to 32x32"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(read_png(path("out.png")).width, 32);
+  r = run_cm(kEdit + "--task stroke --no-resize --image " + path("big.png") + " -s 1 -o " +
+             path("bad.png"));
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find(path("big.png") + ": 48x40 is not the model's size 32x32"),
+            std::string::npos)
+      << r.output;
+  EXPECT_FALSE(fs::exists(path("bad.png")));
+}
+
+TEST_F(CliEdit, BadInputsGiveOneLineErrors) {
+  write_png(path("ref.png"), picture(32, 32));
+  write_png(path("small_mask.png"), ring_mask(16));
+  write_png(path("low12.png"), picture(12, 12));
+  write_text_file(path("text.png"), "not an image at all");
+  const std::string out = " -s 1 -o " + path("bad.png");
+  const std::string ref = " --image " + path("ref.png");
+  struct Case {
+    std::string args, expect;
+  };
+  const std::vector<Case> cases = {
+      {"--task inpaint" + ref + " --mask " + path("small_mask.png"),
+       path("small_mask.png") + ": mask is 16x16 but " + path("ref.png") + " is 32x32"},
+      {"--task stroke --image " + path("text.png"), path("text.png") + ": not a PNG or JPEG"},
+      {"--task stroke --image " + path("missing.png"), path("missing.png") + ": cannot open"},
+      {"--task inpaint" + ref + " --mask " + path("missing_mask.png"), path("missing_mask.png")},
+      {"--task superres" + ref + " --factor 5", "--factor: 5 does not divide"},
+      {"--task superres" + ref + " --factor 1", "--factor: must be at least 2"},
+      {"--task superres --image " + path("low12.png"),
+       path("low12.png") + ": 12x12 does not divide the model's size 32x32"},
+      {"--task paint" + ref, "task: unknown 'paint'"},
+      {"--task stroke", "--image: required for stroke"},
+      {"--task inpaint" + ref, "--mask: required for inpaint"},
+      {"--task denoise" + ref, "--sigma: required for denoise"},
+      {"--task denoise" + ref + " --sigma 500", "sigma: 500"},
+      {"--task stroke" + ref + " --sigmas 1,3", "descending"},
+      {"--task stroke" + ref + " --sigmas 1,x", "--sigmas: 'x'"},
+      {"--task stroke" + ref + " --steps 0", "--steps"},
+      {"--task interpolate --frames 0", "--frames"},
+      {"--task stroke" + ref + " --class 1000", "out of range"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.args);
+    const auto r = run_cm(kBase + c.args + out);
+    EXPECT_EQ(r.status, 1) << r.output;
+    EXPECT_NE(r.output.find(c.expect), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("terminate called"), std::string::npos) << r.output;
+    const auto pos = r.output.find("error: ");
+    ASSERT_NE(pos, std::string::npos) << r.output;
+    const auto rest = r.output.substr(pos);
+    EXPECT_EQ(std::count(rest.begin(), rest.end(), '\n'), 1) << r.output;
+    EXPECT_FALSE(fs::exists(path("bad.png")));
+  }
+  const auto r = run_cm(kEdit + "--task stroke" + ref + " -s 1 -o " + path("x.jpg"));
+  EXPECT_NE(r.output.find("--output: '" + path("x.jpg") + "' must end in .png"), std::string::npos)
+      << r.output;
+}
+
+}  // namespace
+}  // namespace cm

@@ -1,0 +1,210 @@
+// The trainer: schedules against their formulas, the ODE step, resume = unbroken run, loss goes
+// down, and what it saves loads as a pipeline.
+#include <filesystem>
+
+#include "cm/pipeline.h"
+#include "cm/training.h"
+#include "golden.h"
+#include "io/state_dict.h"
+#include "training/ode.h"
+#include "training/schedules.h"
+
+namespace cm::test {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace cm::training;
+
+TEST(TrainingSchedules, IctCurriculumDoublesEveryStage) {
+  // K = 800: K' = floor(800 / (log2(128) + 1)) = 100.
+  EXPECT_EQ(ict_num_scales(0, 800), 11);
+  EXPECT_EQ(ict_num_scales(99, 800), 11);
+  EXPECT_EQ(ict_num_scales(100, 800), 21);
+  EXPECT_EQ(ict_num_scales(250, 800), 41);
+  EXPECT_EQ(ict_num_scales(699, 800), 641);
+  EXPECT_EQ(ict_num_scales(700, 800), 1281);
+  EXPECT_EQ(ict_num_scales(800, 800), 1281);  // capped at s1 + 1
+  // s1/s0 not a power of two: K' = floor(K / (log2(floor(150/10)) + 1)).
+  const double stages = std::log2(15.0) + 1;
+  const int64_t k_prime = static_cast<int64_t>(std::floor(1000 / stages));
+  EXPECT_EQ(ict_num_scales(k_prime - 1, 1000, 10, 150), 11);
+  EXPECT_EQ(ict_num_scales(k_prime, 1000, 10, 150), 21);
+}
+
+TEST(TrainingSchedules, CtScalesAndTargetEmaFollowTheFormulas) {
+  for (int64_t k : {0, 1, 17, 500, 999, 1000}) {
+    const double v = std::sqrt(k / 1000.0 * (151.0 * 151.0 - 4.0) + 4.0) - 1;
+    const int64_t n = static_cast<int64_t>(std::ceil(v)) + 1;
+    EXPECT_EQ(ct_num_scales(k, 1000, 2, 150), n) << k;
+    EXPECT_NEAR(ct_target_ema(n, 2, 0.9), std::exp(2 * std::log(0.9) / (n - 1)), 1e-15);
+  }
+  EXPECT_EQ(ct_num_scales(0, 1000, 2, 150), 2);
+  EXPECT_EQ(ct_num_scales(1000, 1000, 2, 150), 151);
+  EXPECT_NEAR(ct_target_ema(2, 2, 0.9), 0.81, 1e-12);
+}
+
+TEST(TrainingSchedules, KarrasGridAndLogNormalProbabilities) {
+  SchedulerConfig c;
+  const auto grid = karras_grid(11, c);
+  EXPECT_NEAR(grid.front(), c.sigma_min, 1e-12);
+  EXPECT_NEAR(grid.back(), c.sigma_max, 1e-9);
+  for (size_t i = 1; i < grid.size(); ++i) EXPECT_GT(grid[i], grid[i - 1]);
+  const auto p = lognormal_index_probs(grid, -1.1, 2.0);
+  ASSERT_EQ(p.size(), 10u);
+  double sum = 0, raw_sum = 0;
+  for (double v : p) sum += v;
+  EXPECT_NEAR(sum, 1.0, 1e-12);
+  std::vector<double> raw;
+  for (size_t i = 0; i + 1 < grid.size(); ++i) {
+    raw.push_back(std::erf((std::log(grid[i + 1]) + 1.1) / (std::sqrt(2.0) * 2.0)) -
+                  std::erf((std::log(grid[i]) + 1.1) / (std::sqrt(2.0) * 2.0)));
+    raw_sum += raw.back();
+  }
+  for (size_t i = 0; i < p.size(); ++i) EXPECT_NEAR(p[i], raw[i] / raw_sum, 1e-12);
+}
+
+TEST(TrainingSchedules, PseudoHuberMatchesItsFormula) {
+  const auto a = at::randn({3, 1, 4, 4}, at::kDouble), b = at::randn({3, 1, 4, 4}, at::kDouble);
+  const double c = pseudo_huber_c(16);
+  EXPECT_NEAR(c, 0.00054 * 4, 1e-15);
+  const auto d = pseudo_huber(a, b, c);
+  for (int i = 0; i < 3; ++i) {
+    const double sq = (a[i] - b[i]).pow(2).sum().item<double>();
+    EXPECT_NEAR(d[i].item<double>(), std::sqrt(sq + c * c) - c, 1e-12);
+  }
+}
+
+TEST(TrainingOde, HeunStepMatchesItsFormula) {
+  // With D(x, σ) = a·x the ODE is dx/dσ = (1 − a)·x/σ; one Heun step from σf to σt gives
+  // x·(1 + h·k/σf + h·k/σt·(1 + h·k/σf))/… written out below.
+  const double a = 0.3, k = 1 - a;
+  const auto x = at::randn({2, 1, 3, 3}, at::kDouble);
+  const auto sf = at::tensor({2.0, 5.0}, at::kDouble), st = at::tensor({1.5, 4.0}, at::kDouble);
+  const auto y = heun_step([&](const at::Tensor& v, const at::Tensor&) { return a * v; }, x, sf, st);
+  for (int i = 0; i < 2; ++i) {
+    const double f = sf[i].item<double>(), t = st[i].item<double>(), h = t - f;
+    const double euler = 1 + h * k / f;
+    const double factor = 1 + h * (k / f + k * euler / t) / 2;
+    EXPECT_TRUE(at::allclose(y[i], x[i] * factor, 1e-12, 1e-12)) << i;
+  }
+  // D = 0: dx/dσ = x/σ, solved exactly by Heun (x·σt/σf).
+  const auto exact = heun_step([](const at::Tensor& v, const at::Tensor&) { return 0 * v; }, x, sf, st);
+  EXPECT_TRUE(at::allclose(exact, x * (st / sf).reshape({-1, 1, 1, 1}), 1e-12, 1e-12));
+}
+
+TrainOptions tiny_options(const std::string& dir, const std::string& method) {
+  TrainOptions o;
+  o.method = method;
+  o.data = "fashion-mnist:test";
+  o.data_limit = 32;
+  o.output_dir = dir;
+  o.unet.sample_size = 28;
+  o.unet.in_channels = o.unet.out_channels = 1;
+  o.unet.block_out_channels = {8, 16};
+  o.unet.down_block_types = {"ResnetDownsampleBlock2D", "AttnDownBlock2D"};
+  o.unet.up_block_types = {"AttnUpBlock2D", "ResnetUpsampleBlock2D"};
+  o.unet.downsample_type = o.unet.upsample_type = "resnet";
+  o.unet.layers_per_block = 1;
+  o.unet.attention_head_dim = 8;
+  o.unet.norm_num_groups = 4;
+  o.unet.resnet_time_scale_shift = "scale_shift";
+  o.unet.num_class_embeds = 10;
+  o.unet.dropout = 0.1;  // exercises the shared dropout masks in resume
+  o.batch_size = 4;
+  o.lr = 2e-3;
+  o.warmup = 2;
+  o.ema_rate = 0.9;
+  o.checkpoint_every = 0;
+  o.sample_every = 0;
+  o.log_every = 1;
+  o.quiet = true;
+  return o;
+}
+
+class TrainingRun : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("cm_train_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    fs::remove_all(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path dir_;
+};
+
+std::map<std::string, at::Tensor> saved_state(const fs::path& run) {
+  return read_state_dict((run / "checkpoint" / "training_state.safetensors").string());
+}
+
+TEST_F(TrainingRun, ResumeGivesTheSameWeightsAsAnUnbrokenRun) {
+  for (const char* method : {"ict", "ct"}) {
+    SCOPED_TRACE(method);
+    auto whole = tiny_options((dir_ / method / "whole").string(), method);
+    whole.total_steps = 6;
+    train(whole);
+    auto split = tiny_options((dir_ / method / "split").string(), method);
+    split.total_steps = 6;
+    split.stop_after = 3;
+    EXPECT_EQ(train(split).step, 3);
+    EXPECT_EQ(checkpoint_step(split.output_dir), 3);
+    split.stop_after = 0;
+    split.resume = true;
+    EXPECT_EQ(train(split).step, 6);
+    const auto a = saved_state(whole.output_dir), b = saved_state(split.output_dir);
+    ASSERT_EQ(a.size(), b.size());
+    for (const auto& [key, value] : a) {
+      if (key.rfind("rng.", 0) == 0) continue;
+      ASSERT_TRUE(b.count(key)) << key;
+      EXPECT_TRUE(at::equal(value, b.at(key))) << key;
+    }
+  }
+}
+
+TEST_F(TrainingRun, EveryMethodLowersItsLoss) {
+  // A fixed noise grid (no curriculum) and a fixed small data set, so the loss is comparable
+  // across steps: the mean of the last steps must be below the mean of the first ones.
+  auto edm = tiny_options((dir_ / "edm").string(), "edm");
+  for (const char* method : {"edm", "ict", "ct", "cd"}) {
+    SCOPED_TRACE(method);
+    auto o = tiny_options((dir_ / method).string(), method);
+    o.total_steps = 40;
+    o.data_limit = 8;
+    o.unet.dropout = 0;
+    o.ict_s0 = o.ict_s1 = 10;
+    o.ct_s0 = o.ct_s1 = 10;
+    o.cd_scales = 10;
+    if (std::string(method) == "cd") o.teacher = (dir_ / "edm" / "teacher").string();
+    std::vector<double> losses;
+    train(o, [&](const TrainProgress& p) { losses.push_back(p.loss); });
+    ASSERT_EQ(losses.size(), 40u);
+    double first = 0, last = 0;
+    for (int i = 0; i < 8; ++i) first += losses[i], last += losses[losses.size() - 1 - i];
+    EXPECT_LT(last, first) << "first 8: " << first / 8 << ", last 8: " << last / 8;
+  }
+}
+
+TEST_F(TrainingRun, SavedFolderLoadsAsADiffusersPipeline) {
+  auto o = tiny_options((dir_ / "run").string(), "ict");
+  o.total_steps = 2;
+  train(o);
+  const fs::path ckpt = dir_ / "run" / "checkpoint";
+  for (const char* f : {"model_index.json", "unet/config.json",
+                        "unet/diffusion_pytorch_model.safetensors",
+                        "scheduler/scheduler_config.json"}) {
+    EXPECT_TRUE(fs::exists(ckpt / f)) << f;
+  }
+  auto pipe = ConsistencyModelPipeline::from_pretrained(ckpt.string());
+  GenerateOptions g;
+  g.batch_size = 2;
+  g.class_labels = {3, 7};
+  const auto r = pipe(g);
+  EXPECT_EQ(r.images.sizes(), (at::IntArrayRef{2, 28, 28, 1}));
+  // diffusers' parameter names: the same keys the module itself reports.
+  const auto saved = read_state_dict((ckpt / "unet" / "diffusion_pytorch_model.safetensors").string());
+  EXPECT_EQ(saved.size(), pipe.unet()->state_dict().size());
+  EXPECT_TRUE(saved.count("class_embedding.weight"));
+  EXPECT_TRUE(saved.count("down_blocks.0.downsamplers.0.conv1.weight"));
+}
+
+}  // namespace
+}  // namespace cm::test

@@ -1,0 +1,133 @@
+// cm train: consistency training (iCT, CT), distillation (CD) and EDM teacher training.
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+#include "cm/error.h"
+#include "cm/training.h"
+#include "common.h"
+#include "subcommands.h"
+
+namespace cm::cli {
+namespace {
+
+struct TrainArgs {
+  TrainOptions o;
+  std::string unet_config;  // a config.json for the architecture, overriding the flags below
+  std::string channels = "32,64,64";
+  int layers_per_block = 1;
+  int head_dim = 32;
+  int norm_groups = 8;
+  double dropout = 0.0;
+  int sample_size = 28;
+  int in_channels = 1;
+  int num_classes = 10;  // 0: unconditional
+  int threads = 0;
+};
+
+UNetConfig architecture(const TrainArgs& a) {
+  if (!a.unet_config.empty()) return UNetConfig::load(a.unet_config);
+  UNetConfig c;
+  c.sample_size = a.sample_size;
+  c.in_channels = c.out_channels = a.in_channels;
+  c.block_out_channels.clear();
+  for (auto ch : parse_int_list("--channels", a.channels))
+    c.block_out_channels.push_back(static_cast<int>(ch));
+  const size_t levels = c.block_out_channels.size();
+  // The ImageNet-64 checkpoints' shape in miniature: resnet resampling, attention at the
+  // lowest resolution, scale-shift time conditioning.
+  c.down_block_types.assign(levels, "ResnetDownsampleBlock2D");
+  c.up_block_types.assign(levels, "ResnetUpsampleBlock2D");
+  c.down_block_types.back() = "AttnDownBlock2D";
+  c.up_block_types.front() = "AttnUpBlock2D";
+  c.downsample_type = c.upsample_type = "resnet";
+  c.layers_per_block = a.layers_per_block;
+  c.attention_head_dim = a.head_dim;
+  c.norm_num_groups = a.norm_groups;
+  c.attn_norm_num_groups = a.norm_groups;
+  c.resnet_time_scale_shift = "scale_shift";
+  c.dropout = a.dropout;
+  if (a.num_classes > 0) c.num_class_embeds = a.num_classes;
+  c.validate("--channels/--layers-per-block/--head-dim/--norm-groups");
+  return c;
+}
+
+int run_train(TrainArgs& a) {
+  set_threads(a.threads);
+  a.o.unet = architecture(a);
+  if (a.o.resume) {
+    std::fprintf(stderr, "resuming %s from step %lld\n", a.o.output_dir.c_str(),
+                 static_cast<long long>(checkpoint_step(a.o.output_dir)));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const auto p = train(a.o, [&](const TrainProgress& p) {
+    if (a.o.quiet) return;
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double left = p.images_per_second > 0
+                            ? (p.total_steps - p.step) * a.o.batch_size / p.images_per_second
+                            : 0;
+    std::fprintf(stderr, "step %lld/%lld  loss %.5f  N %lld  mu %.4f  %.1f img/s  %.0f s  left %.0f s\n",
+                 static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss,
+                 static_cast<long long>(p.num_scales), p.target_ema, p.images_per_second, elapsed,
+                 left);
+  });
+  std::printf("%s/checkpoint\n", a.o.output_dir.c_str());
+  return p.step >= a.o.total_steps ? 0 : 130;  // 130: stopped by Ctrl-C, checkpoint written
+}
+
+}  // namespace
+
+Runner add_train(CLI::App& app) {
+  auto a = std::make_shared<TrainArgs>();
+  auto& o = a->o;
+  app.add_option("--method", o.method, "ict (default), ct, cd or edm (a teacher for cd)")
+      ->capture_default_str();
+  app.add_option("--data", o.data, "fashion-mnist[:train|:test]")->capture_default_str();
+  app.add_option("--data-limit", o.data_limit, "use only the first N images");
+  app.add_option("-o,--output", o.output_dir, "run folder (checkpoint/, samples/, train_log.csv)")
+      ->capture_default_str();
+  app.add_option("--teacher", o.teacher, "cd: folder of an EDM-trained UNet (cm train --method edm)");
+  app.add_option("--steps", o.total_steps, "total training steps K")->capture_default_str();
+  app.add_option("-n,--batch-size", o.batch_size, "images per step")->capture_default_str();
+  app.add_option("--lr", o.lr, "Adam learning rate")->capture_default_str();
+  app.add_option("--warmup", o.warmup, "linear learning-rate warm-up steps")->capture_default_str();
+  app.add_option("--grad-clip", o.grad_clip, "max gradient norm (0: off)")->capture_default_str();
+  app.add_option("--ema-rate", o.ema_rate, "EMA rate of the sampling weights")
+      ->capture_default_str();
+  app.add_option("--distance", o.distance, "ct/cd: l2, l1 or pseudo-huber")->capture_default_str();
+  app.add_option("--ict-s0", o.ict_s0, "iCT: initial number of discretization steps")
+      ->capture_default_str();
+  app.add_option("--ict-s1", o.ict_s1, "iCT: final number of discretization steps")
+      ->capture_default_str();
+  app.add_option("--ct-s0", o.ct_s0, "CT: initial N")->capture_default_str();
+  app.add_option("--ct-s1", o.ct_s1, "CT: final N")->capture_default_str();
+  app.add_option("--ct-mu0", o.ct_mu0, "CT: initial target EMA")->capture_default_str();
+  app.add_option("--cd-scales", o.cd_scales, "cd: number of noise levels N")->capture_default_str();
+  app.add_option("--seed", o.seed, "seed of weights, data order and noise")->capture_default_str();
+  app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints")
+      ->capture_default_str();
+  app.add_option("--sample-every", o.sample_every, "steps between sample grids (0: never)")
+      ->capture_default_str();
+  app.add_option("--log-every", o.log_every, "steps between log lines")->capture_default_str();
+  app.add_flag("--bf16", o.bf16, "bfloat16 autocast for the network");
+  app.add_flag("--resume", o.resume, "continue from <output>/checkpoint");
+  app.add_option("--stop-after", o.stop_after, "stop with a checkpoint after N steps of this run");
+  app.add_option("--max-minutes", o.max_minutes, "stop with a checkpoint after this wall time");
+  app.add_flag("-q,--quiet", o.quiet, "no progress lines");
+  app.add_option("--unet-config", a->unet_config, "architecture as a diffusers config.json");
+  app.add_option("--channels", a->channels, "block_out_channels")->capture_default_str();
+  app.add_option("--layers-per-block", a->layers_per_block)->capture_default_str();
+  app.add_option("--head-dim", a->head_dim, "attention_head_dim")->capture_default_str();
+  app.add_option("--norm-groups", a->norm_groups, "norm_num_groups")->capture_default_str();
+  app.add_option("--dropout", a->dropout)->capture_default_str();
+  app.add_option("--sample-size", a->sample_size)->capture_default_str();
+  app.add_option("--in-channels", a->in_channels)->capture_default_str();
+  app.add_option("--num-classes", a->num_classes, "0 for an unconditional model")
+      ->capture_default_str();
+  app.add_option("-t,--threads", a->threads, "CPU threads (default: all)");
+  return [a] { return run_train(*a); };
+}
+
+}  // namespace cm::cli
