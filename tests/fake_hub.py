@@ -234,8 +234,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         body = data[start:]
         if start == 0 and hub.take_stall(name):
-            # Half the bytes, then silence: the client has to time out.
-            self.wfile.write(body[:len(body) // 2])
+            # The headers, then silence: the client has to time out.
             self.wfile.flush()
             time.sleep(30)
             return
@@ -274,7 +273,7 @@ def main():
                              "half way")
     parser.add_argument("--stall", action="append", default=[],
                         help="the first full download of a file whose name has SUBSTRING sends "
-                             "half, then nothing")
+                             "its headers, then nothing")
     parser.add_argument("--lie-size", action="append", default=[],
                         help="announce 100 bytes more than the file has")
     parser.add_argument("--corrupt", action="append", default=[],

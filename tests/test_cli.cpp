@@ -145,6 +145,43 @@ TEST_F(CliTest, BadArgumentsGiveOneLineErrors) {
   }
 }
 
+// The shipped Fashion-MNIST model is the default: a labelled grid, one row per class.
+TEST_F(CliTest, NoModelUsesTheShippedModel) {
+  const auto r = run_cm("generate --per-class 3 -s 0 -o " + path("grid.png"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  TextChunks text;
+  const ImageU8 grid = read_png(path("grid.png"), &text);
+  EXPECT_EQ(grid.width, 3 * 28);
+  EXPECT_EQ(grid.height, 10 * 28);
+  EXPECT_EQ(grid.channels, 1);
+  EXPECT_NE(r.output.find("row 7: sneaker"), std::string::npos) << r.output;
+  // Class names work as labels.
+  const auto named = run_cm("generate --class sneaker -s 0 -q -o " + path("s.png"));
+  ASSERT_EQ(named.status, 0) << named.output;
+  const auto numbered = run_cm("generate --class 7 -s 0 -q -o " + path("n.png"));
+  ASSERT_EQ(numbered.status, 0) << numbered.output;
+  EXPECT_EQ(read_png(path("s.png")).pixels, read_png(path("n.png")).pixels);
+  const auto unknown = run_cm("generate --class spaceship -q -o " + path("x.png"));
+  EXPECT_NE(unknown.status, 0);
+  EXPECT_NE(unknown.output.find("spaceship"), std::string::npos) << unknown.output;
+}
+
+// Real test images against themselves: distance ~0 and the classifier's own test accuracy.
+TEST_F(CliTest, EvalOfRealImagesAgainstThemselves) {
+  const auto r = run_cm("eval -q");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto pos = r.output.find("classifier test accuracy: ");
+  ASSERT_NE(pos, std::string::npos) << r.output;
+  const double accuracy = std::stod(r.output.substr(pos + 26));
+  EXPECT_GT(accuracy, 0.85) << r.output;
+  const auto row = r.output.find("| test vs test | 10000 | ");
+  ASSERT_NE(row, std::string::npos) << r.output;
+  const double distance = std::stod(r.output.substr(row + 24));
+  EXPECT_LT(std::abs(distance), 1e-6) << r.output;
+  const auto acc_cell = r.output.find(" | ", row + 24);
+  EXPECT_NEAR(std::stod(r.output.substr(acc_cell + 3)), accuracy, 1e-4) << r.output;
+}
+
 TEST_F(CliTest, VersionPrints) {
   const auto r = run_cm("--version");
   EXPECT_EQ(r.status, 0);

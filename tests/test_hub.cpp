@@ -182,15 +182,13 @@ TEST_F(HubTest, TransferCutHalfWayResumesWithRange) {
   EXPECT_EQ(cdn[1]["range"], "bytes=" + std::to_string(size / 2) + "-");
 }
 
-TEST_F(HubTest, StalledTransferTimesOutAndResumes) {
+TEST_F(HubTest, StalledTransferTimesOutAndIsRetried) {
   start({"--repo", "org/tiny=" + repos().plain, "--stall", "diffusion_pytorch_model"});
   HubOptions o = options();
   o.connect_timeout_s = 1;  // also the stall limit
   const std::string snapshot = download("org/tiny", "main", o);
   EXPECT_EQ(read_bytes(fs::path(snapshot) / kWeights), read_bytes(golden_file(kWeights)));
-  const auto cdn = requests("/cdn/");
-  ASSERT_EQ(cdn.size(), 2u);
-  EXPECT_FALSE(cdn[1]["range"].is_null());
+  EXPECT_EQ(requests("/cdn/").size(), 2u);  // the stalled one, then the retry
 }
 
 TEST_F(HubTest, InterruptedDownloadResumesInTheNextRun) {

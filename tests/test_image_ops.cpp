@@ -88,6 +88,7 @@ TEST_F(ImageOps, UnreadableFilesNameThePath) {
   expect_error([&] { read_image(path("text.png")); }, "text.png: not a PNG or JPEG image");
   expect_error([&] { read_image(path("missing.png")); }, "missing.png: cannot open");
   expect_error([&] { read_jpeg(path("text.png")); }, "text.png: not a JPEG file");
+  expect_error([&] { read_image(dir_.string()); }, "is a directory");
 
   const auto img = make_image(64, 64, 3, [](int x, int y, int c) { return (x * y + c) & 255; });
   write_jpeg(path("full.jpg"), img);

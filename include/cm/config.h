@@ -72,6 +72,11 @@ struct PipelineIndex {
   static PipelineIndex load(const std::string& path);
 };
 
+// Optional class_names.json of a model folder: a JSON list, index = class label. Empty when the
+// folder has none. (Not a diffusers file; diffusers ignores it.)
+std::vector<std::string> read_class_names(const std::string& model_dir);
+void write_class_names(const std::string& model_dir, const std::vector<std::string>& names);
+
 // Reads a whole file into a string; cm::Error naming the path when it can't.
 std::string read_text_file(const std::string& path);
 // Writes via a temporary file and a rename.

@@ -295,6 +295,24 @@ std::string SchedulerConfig::to_json() const {
   return j.dump(2) + "\n";
 }
 
+std::vector<std::string> read_class_names(const std::string& model_dir) {
+  const std::string path = model_dir + "/class_names.json";
+  std::ifstream probe(path);
+  if (!probe) return {};
+  const json j = json::parse(read_text_file(path), nullptr, /*allow_exceptions=*/false);
+  if (!j.is_array()) throw Error(path + ": expected a JSON list of class names");
+  std::vector<std::string> names;
+  for (const auto& v : j) {
+    if (!v.is_string()) throw Error(path + ": expected a JSON list of class names");
+    names.push_back(v.get<std::string>());
+  }
+  return names;
+}
+
+void write_class_names(const std::string& model_dir, const std::vector<std::string>& names) {
+  write_text_file(model_dir + "/class_names.json", json(names).dump(2) + "\n");
+}
+
 PipelineIndex PipelineIndex::load(const std::string& path) {
   const json j = parse_object(read_text_file(path), path);
   PipelineIndex p;

@@ -2,6 +2,7 @@
 // reference image for editing (or a training image) needs before it meets a model. Torch-free.
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -57,6 +58,8 @@ void check_image(const ImageU8& image, const std::string& what) {
 }  // namespace
 
 ImageU8 read_image(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw Error(path + ": is a directory, not an image");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path + ": cannot open file");
   unsigned char head[8] = {};

@@ -49,7 +49,8 @@ void save_pipeline(const std::string& dir, UNet2DModel& unet, const SchedulerCon
 }
 
 void save_checkpoint(const std::string& output_dir, const TrainOptions& options,
-                     const TrainState& state, int64_t num_train_timesteps) {
+                     const TrainState& state, int64_t num_train_timesteps,
+                     const std::vector<std::string>& class_names) {
   const fs::path final_dir = fs::path(output_dir) / "checkpoint";
   const fs::path tmp_dir = fs::path(output_dir) / "checkpoint.tmp";
   const fs::path old_dir = fs::path(output_dir) / "checkpoint.old";
@@ -58,6 +59,8 @@ void save_checkpoint(const std::string& output_dir, const TrainOptions& options,
   sc.num_train_timesteps = static_cast<int>(std::max<int64_t>(2, num_train_timesteps));
   UNet2DModel ema = state.ema;
   save_pipeline(tmp_dir.string(), ema, sc);
+  if (!class_names.empty() && state.online->config().num_class_embeds)
+    write_class_names(tmp_dir.string(), class_names);
 
   std::map<std::string, at::Tensor> t;
   put_module(t, "online.", state.online);

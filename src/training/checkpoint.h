@@ -23,7 +23,8 @@ struct TrainState {
 
 // Writes <dir>/checkpoint (replacing the previous one only once the new one is complete).
 void save_checkpoint(const std::string& output_dir, const TrainOptions& options,
-                     const TrainState& state, int64_t num_train_timesteps);
+                     const TrainState& state, int64_t num_train_timesteps,
+                     const std::vector<std::string>& class_names);
 // Restores everything save_checkpoint wrote; the state's modules must have the same config.
 void load_checkpoint(const std::string& output_dir, TrainState& state);
 

@@ -15,23 +15,24 @@ ClassifierImpl::ClassifierImpl() {
   auto conv = [](int64_t in, int64_t out) {
     return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).padding(1));
   };
-  conv1 = register_module("conv1", conv(1, 16));
-  norm1 = register_module("norm1", torch::nn::GroupNorm(4, 16));
-  conv2 = register_module("conv2", conv(16, 32));
-  norm2 = register_module("norm2", torch::nn::GroupNorm(8, 32));
-  conv3 = register_module("conv3", conv(32, 64));
+  conv1 = register_module("conv1", conv(1, 32));
+  norm1 = register_module("norm1", torch::nn::GroupNorm(8, 32));
+  conv2 = register_module("conv2", conv(32, 64));
+  norm2 = register_module("norm2", torch::nn::GroupNorm(8, 64));
+  conv3 = register_module("conv3", conv(64, 64));
   norm3 = register_module("norm3", torch::nn::GroupNorm(8, 64));
-  fc = register_module("fc", torch::nn::Linear(64, 10));
+  fc1 = register_module("fc1", torch::nn::Linear(64 * 7 * 7, 128));
+  fc2 = register_module("fc2", torch::nn::Linear(128, 10));
 }
 
 at::Tensor ClassifierImpl::features(const at::Tensor& x) {
-  auto h = at::relu(norm1(conv1(x)));                          // 28×28
-  h = at::max_pool2d(at::relu(norm2(conv2(h))), {2, 2});       // 14×14
-  h = at::max_pool2d(at::relu(norm3(conv3(h))), {2, 2});       // 7×7
-  return h.mean({2, 3});
+  auto h = at::max_pool2d(at::relu(norm1(conv1(x))), {2, 2});  // 14×14
+  h = at::max_pool2d(at::relu(norm2(conv2(h))), {2, 2});       // 7×7
+  h = at::relu(norm3(conv3(h)));
+  return at::relu(fc1(h.flatten(1)));
 }
 
-at::Tensor ClassifierImpl::forward(const at::Tensor& x) { return fc(features(x)); }
+at::Tensor ClassifierImpl::forward(const at::Tensor& x) { return fc2(features(x)); }
 
 Classifier load_classifier(const std::string& dir) {
   const std::string path = (fs::path(dir) / "model.safetensors").string();
@@ -62,7 +63,7 @@ void save_classifier(Classifier& model, const std::string& dir, double test_accu
   for (const auto& p : model->named_parameters(true)) state.emplace(p.key(), p.value().detach());
   write_state_dict((fs::path(dir) / "model.safetensors").string(), state,
                    {{"format", "pt"},
-                    {"architecture", "cm-fmnist-cnn-v1"},
+                    {"architecture", "cm-fmnist-cnn-v2"},
                     {"test_accuracy", std::to_string(test_accuracy)}});
 }
 

@@ -15,12 +15,12 @@ class ClassifierImpl : public torch::nn::Module {
   ClassifierImpl();
   // images [B, 1, 28, 28] in [-1, 1] -> logits [B, 10]
   at::Tensor forward(const at::Tensor& images);
-  // The 64-d pooled features before the last layer.
+  // The 128-d hidden features before the last layer.
   at::Tensor features(const at::Tensor& images);
 
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr};
-  torch::nn::Linear fc{nullptr};
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
 };
 TORCH_MODULE(Classifier);
 

@@ -277,7 +277,7 @@ class Trainer {
       UNet2DModel ema = s_.ema;
       save_unet(ema, dir.string());
     }
-    save_checkpoint(o_.output_dir, o_, s_, final_num_scales());
+    save_checkpoint(o_.output_dir, o_, s_, final_num_scales(), data_.class_names);
   }
 
   void write_samples() {

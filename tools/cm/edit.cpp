@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -71,6 +72,13 @@ std::string size_text(int w, int h) {
   return std::to_string(w) + "x" + std::to_string(h);
 }
 
+// The shipped model when -m is absent, as in cm generate ($CM_MODEL overrides).
+std::string model_or_default(const std::string& model) {
+  if (!model.empty()) return model;
+  if (const char* env = std::getenv("CM_MODEL")) return env;
+  return CM_DEFAULT_MODEL;
+}
+
 // "out.png" -> out.png for one image, out_0.png, out_1.png, ... for several; a %d in the name
 // takes the index instead.
 std::string output_name(const std::string& pattern, int index, int count) {
@@ -91,8 +99,8 @@ std::string join(const std::vector<T>& values) {
   return ss.str();
 }
 
-// Reads the image (and the mask) and brings them to the model's size, or says why not. Returns
-// the options' image fields filled in.
+// Reads the image (and the mask) into the options and brings them to the model's size, or says
+// why not. Errors name the files, which the library never sees.
 void load_inputs(const EditArgs& a, EditTask task, int size, EditOptions& o) {
   if (task == EditTask::kInterpolate) return;
   if (a.image.empty()) throw Error("--image: required for " + std::string(edit_task_name(task)));
@@ -126,7 +134,7 @@ void load_inputs(const EditArgs& a, EditTask task, int size, EditOptions& o) {
 std::string parameters_text(const EditArgs& a, const EditOptions& o, const EditResult& r,
                             std::optional<int> frame) {
   std::ostringstream ss;
-  ss << "task: " << edit_task_name(o.task) << ", model: " << a.model;
+  ss << "task: " << edit_task_name(o.task) << ", model: " << model_or_default(a.model);
   if (!a.image.empty()) ss << ", image: " << a.image;
   if (o.task == EditTask::kInpaint) ss << ", mask: " << a.mask;
   if (o.task == EditTask::kSuperres) ss << ", factor: " << r.factor;
@@ -188,9 +196,9 @@ int run_edit(const EditArgs& a) {
   if (!a.classes.empty()) o.class_labels = parse_int_list("--class", a.classes);
 
   const auto t0 = std::chrono::steady_clock::now();
-  auto pipe = ConsistencyModelPipeline::from_pretrained(a.model, load);
+  auto pipe = ConsistencyModelPipeline::from_pretrained(model_or_default(a.model), load);
   const auto t1 = std::chrono::steady_clock::now();
-  log(a.quiet, "loaded " + a.model + " in " +
+  log(a.quiet, "loaded " + model_or_default(a.model) + " in " +
                    std::to_string(std::chrono::duration<double>(t1 - t0).count()) + " s");
   const UNetConfig& config = pipe.unet()->config();
   if (a.factor > 0 && config.sample_size % a.factor != 0)
@@ -242,8 +250,8 @@ int run_edit(const EditArgs& a) {
 
 Runner add_edit(CLI::App& app) {
   auto args = std::make_shared<EditArgs>();
-  app.add_option("-m,--model", args->model, "diffusers pipeline folder (or a UNet folder)")
-      ->required();
+  app.add_option("-m,--model", args->model,
+                 "diffusers pipeline folder (or a UNet folder); default: the shipped model");
   app.add_option("--task", args->task,
                  "inpaint, colorize, superres, stroke, interpolate or denoise")
       ->required();

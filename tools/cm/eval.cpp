@@ -1,6 +1,7 @@
 // cm eval and cm train-classifier: how good are the samples of a Fashion-MNIST model.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 
 #include "cm/eval.h"
@@ -29,6 +30,8 @@ Runner add_train_classifier(CLI::App& app) {
 
 Runner add_eval(CLI::App& app) {
   auto o = std::make_shared<EvalOptions>();
+  // The shipped classifier, wherever cm is run from ($CM_CLASSIFIER overrides).
+  o->classifier = std::getenv("CM_CLASSIFIER") ? std::getenv("CM_CLASSIFIER") : CM_DEFAULT_CLASSIFIER;
   auto threads = std::make_shared<int>(0);
   app.add_option("-m,--model", o->model,
                  "pipeline folder to evaluate (absent: real test images against themselves)");

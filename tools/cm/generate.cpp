@@ -1,6 +1,8 @@
 // cm generate: images from a consistency model, as diffusers' ConsistencyModelPipeline makes them.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -35,7 +37,40 @@ struct GenerateArgs {
   int threads = 0;
   bool grid = false;
   bool quiet = false;
+  int per_class = 0;  // > 0: this many images of every class, one grid row per class
 };
+
+// The shipped Fashion-MNIST model, used when -m is absent ($CM_MODEL overrides).
+std::string default_model() {
+  if (const char* env = std::getenv("CM_MODEL")) return env;
+  return CM_DEFAULT_MODEL;
+}
+
+// "3", "3,7" or class names from the model's class_names.json ("sneaker,bag").
+std::vector<int64_t> parse_classes(const std::string& text, const std::vector<std::string>& names) {
+  std::vector<int64_t> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t end = text.find(',', start);
+    const std::string item = text.substr(start, end == std::string::npos ? end : end - start);
+    const auto it = std::find(names.begin(), names.end(), item);
+    if (it != names.end()) {
+      out.push_back(it - names.begin());
+    } else if (!item.empty() && item.find_first_not_of("-0123456789") != std::string::npos) {
+      std::string known;
+      for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+      throw Error("--class: unknown class '" + item + "'" +
+                  (names.empty() ? " (this model has no class names; use numbers)"
+                                 : " (known: " + known + ")"));
+    } else {
+      const auto v = parse_int_list("--class", item);
+      out.insert(out.end(), v.begin(), v.end());
+    }
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return out;
+}
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -63,7 +98,7 @@ std::string join(const std::vector<int64_t>& v) {
 std::string parameters_text(const GenerateArgs& a, uint64_t seed, const GenerateResult& r,
                             const std::vector<int64_t>& timesteps, std::optional<int64_t> label) {
   std::ostringstream ss;
-  ss << "model: " << a.model << ", seed: " << seed;
+  ss << "model: " << (a.model.empty() ? default_model() : a.model) << ", seed: " << seed;
   if (timesteps.empty()) {
     ss << ", steps: " << a.steps;
   } else {
@@ -86,11 +121,14 @@ int run_generate(const GenerateArgs& a) {
   load.device = parse_device(a.device);
   set_threads(a.threads);
 
+  const std::string model = a.model.empty() ? default_model() : a.model;
+  if (a.model.empty() && !fs::exists(model))
+    throw Error("no -m given and the default model " + model + " is missing");
+  if (a.per_class < 0) throw Error("--per-class: must be positive");
   GenerateOptions o;
   o.batch_size = a.batch_size;
   o.num_inference_steps = a.steps;
   if (!a.timesteps.empty()) o.timesteps = parse_int_list("--timesteps", a.timesteps);
-  if (!a.classes.empty()) o.class_labels = parse_int_list("--class", a.classes);
   if (a.seed) {
     o.seed = static_cast<uint64_t>(*a.seed);
   } else {
@@ -100,11 +138,24 @@ int run_generate(const GenerateArgs& a) {
 
   const auto t0 = std::chrono::steady_clock::now();
   // A repository id (org/name[@rev]) becomes its snapshot folder in the Hugging Face cache.
-  const std::string folder = resolve_model(a.model, hub_options(a.variant, a.quiet));
+  const std::string folder = resolve_model(model, hub_options(a.variant, a.quiet));
   load.variant = a.variant;
   auto pipe = ConsistencyModelPipeline::from_pretrained(folder, load);
+  const auto class_names = read_class_names(folder);
+  if (!a.classes.empty()) o.class_labels = parse_classes(a.classes, class_names);
+  int grid_columns = 0;
+  if (a.per_class > 0) {
+    if (!pipe.unet()->config().num_class_embeds)
+      throw Error("--per-class: the model is not class-conditional");
+    const int classes = *pipe.unet()->config().num_class_embeds;
+    o.class_labels.clear();
+    for (int c = 0; c < classes; ++c)
+      for (int i = 0; i < a.per_class; ++i) o.class_labels.push_back(c);
+    o.batch_size = classes * a.per_class;
+    grid_columns = a.per_class;
+  }
   const auto t1 = std::chrono::steady_clock::now();
-  log(a.quiet, "loaded " + a.model + " in " +
+  log(a.quiet, "loaded " + model + " in " +
                    std::to_string(std::chrono::duration<double>(t1 - t0).count()) + " s");
   auto last = t1;
   o.on_step = [&](int i, int n, double t, const at::Tensor&) {
@@ -128,7 +179,7 @@ int run_generate(const GenerateArgs& a) {
     return 0;
   }
   const auto images = to_uint8_images(r.images);
-  if (a.grid) {
+  if (a.grid || a.per_class > 0) {
     std::optional<int64_t> label;
     if (!r.class_labels.empty() &&
         std::all_of(r.class_labels.begin(), r.class_labels.end(),
@@ -137,7 +188,11 @@ int run_generate(const GenerateArgs& a) {
     std::string text = parameters_text(a, o.seed, r, o.timesteps, label);
     if (!r.class_labels.empty() && !label) text += ", classes: " + join(r.class_labels);
     const std::string path = output_name(a.output, 0, 1);
-    write_png(path, make_grid(images), {{"parameters", text}});
+    write_png(path, make_grid(images, grid_columns), {{"parameters", text}});
+    if (grid_columns > 0 && !class_names.empty()) {
+      for (size_t c = 0; c < class_names.size(); ++c)
+        log(a.quiet, "row " + std::to_string(c) + ": " + class_names[c]);
+    }
     std::cout << path << std::endl;
     return 0;
   }
@@ -157,8 +212,7 @@ Runner add_generate(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
   app.add_option("-m,--model", args->model,
                  "diffusers pipeline folder (or a UNet folder), or a Hugging Face Hub repository "
-                 "id org/name[@revision]")
-      ->required();
+                 "id org/name[@revision] (default: the shipped Fashion-MNIST model)");
   app.add_option("-o,--output", args->output,
                  "output file: .png (a %d in the name numbers the batch), .npy (float32 NHWC in "
                  "[0,1]) or .npz (arr_0 uint8 NHWC, arr_1 labels)")
@@ -169,7 +223,9 @@ Runner add_generate(CLI::App& app) {
                  "explicit descending timestep indices, e.g. 22,0 (overrides --steps)");
   app.add_option("--class", args->classes,
                  "class label(s) for class-conditional models: one for all, or one per image "
-                 "(random when absent)");
+                 "(random when absent); numbers or the model's class names, e.g. sneaker");
+  app.add_option("--per-class", args->per_class,
+                 "N images of every class as one grid, one row per class");
   app.add_option("-s,--seed", args->seed, "random seed (random and printed when absent)");
   app.add_option("--variant", args->variant,
                  "weights variant, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors)");

@@ -30,6 +30,8 @@ int main(int argc, char** argv) {
   commands.emplace_back(train_classifier, cm::cli::add_train_classifier(*train_classifier));
   auto* eval = app.add_subcommand("eval", "Fréchet distance and class accuracy of a model's samples");
   commands.emplace_back(eval, cm::cli::add_eval(*eval));
+  auto* bench = app.add_subcommand("bench", "Measure generation speed against the machine's peak");
+  commands.emplace_back(bench, cm::cli::add_bench(*bench));
 
   try {
     app.parse(argc, argv);

@@ -18,5 +18,6 @@ Runner add_models(CLI::App& app);
 Runner add_train(CLI::App& app);
 Runner add_train_classifier(CLI::App& app);
 Runner add_eval(CLI::App& app);
+Runner add_bench(CLI::App& app);
 
 }  // namespace cm::cli

@@ -1,0 +1,56 @@
+// Measuring generation speed against the machine's own peak, in the style of llama-bench.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cm/config.h"
+
+namespace cm {
+
+// Multiply-adds ×2 of one UNet forward for one image, counted from the config.
+struct FlopCount {
+  double conv = 0;       // convolutions (3×3, strided, 1×1 shortcuts)
+  double linear = 0;     // time embedding, time projections, attention projections
+  double attention = 0;  // the two attention matmuls (QKᵀ and PV)
+  double total() const { return conv + linear + attention; }
+};
+FlopCount count_unet_flops(const UNetConfig& config);
+
+// Built-in architectures: "imagenet64", "lsun256", "tiny_cond", "tiny_uncond" (the golden ones).
+std::vector<std::string> bench_architectures();
+UNetConfig bench_architecture(const std::string& name);
+// Writes a random-weight pipeline folder of that architecture (to measure loading).
+void save_random_pipeline(const UNetConfig& config, const std::string& dir, uint64_t seed = 0);
+
+struct BenchOptions {
+  std::vector<std::string> models = {"imagenet64"};  // names above or pipeline folders
+  std::vector<int> batch_sizes = {1};
+  std::vector<int> steps = {1};
+  std::vector<std::string> dtypes = {"float32"};
+  std::vector<int> threads = {0};  // 0: all cores
+  int repetitions = 5;             // timed runs after one warm-up; the median is reported
+};
+
+struct BenchRow {
+  std::string model, dtype;
+  int batch = 1, steps = 1, threads = 1;
+  double load_s = -1;          // loading the folder (-1: built in memory)
+  double first_call_s = 0;     // first pipeline call (allocations, oneDNN primitive creation)
+  double ms_per_image = 0;     // median steady state
+  double images_per_s = 0;
+  double gflop_per_image = 0;  // UNet forwards only: steps × one forward
+  double achieved_gflops = 0;
+  double peak_gflops = 0;      // large 3×3 convolution, same dtype and threads, same run
+  double fraction_of_peak = 0;
+  double peak_rss_mb = 0;      // process peak resident memory after this row
+};
+
+// Peak of the convolution backend: a 256→256 3×3 convolution on 128×128, median of runs.
+double measure_conv_peak_gflops(const std::string& dtype, int threads);
+std::vector<BenchRow> run_bench(const BenchOptions& options);
+std::string bench_markdown(const std::vector<BenchRow>& rows);
+std::string bench_json(const std::vector<BenchRow>& rows);
+
+}  // namespace cm

@@ -1,0 +1,239 @@
+// cm bench: random-weight models of the published architectures (or any folder), timed over a
+// grid of batch sizes, step counts, dtypes and thread counts, against the convolution peak
+// measured in the same run.
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <sys/resource.h>
+#include <thread>
+
+#include "cm/bench.h"
+#include "cm/error.h"
+#include "cm/pipeline.h"
+#include "training/checkpoint.h"
+
+namespace cm {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+at::ScalarType dtype_of(const std::string& name) {
+  if (name == "float32") return at::kFloat;
+  if (name == "bfloat16") return at::kBFloat16;
+  if (name == "float16") return at::kHalf;
+  throw Error("--dtype: unknown value '" + name + "' (float32, bfloat16, float16)");
+}
+
+double peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss / 1024.0;  // kB on Linux
+}
+
+int resolve_threads(int t) {
+  return t > 0 ? t : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+UNetConfig tiny(bool conditional) {
+  UNetConfig c;
+  c.sample_size = 32;
+  c.attention_head_dim = conditional ? 8 : 16;
+  c.downsample_type = c.upsample_type = "resnet";
+  if (conditional) {
+    c.block_out_channels = {32, 64};
+    c.down_block_types = {"ResnetDownsampleBlock2D", "AttnDownBlock2D"};
+    c.up_block_types = {"AttnUpBlock2D", "ResnetUpsampleBlock2D"};
+    c.attn_norm_num_groups = 32;
+    c.num_class_embeds = 1000;
+    c.resnet_time_scale_shift = "scale_shift";
+  } else {
+    c.block_out_channels = {32, 32, 64};
+    c.down_block_types = {"ResnetDownsampleBlock2D", "ResnetDownsampleBlock2D", "AttnDownBlock2D"};
+    c.up_block_types = {"AttnUpBlock2D", "ResnetUpsampleBlock2D", "ResnetUpsampleBlock2D"};
+  }
+  return c;
+}
+
+}  // namespace
+
+std::vector<std::string> bench_architectures() {
+  return {"imagenet64", "lsun256", "tiny_cond", "tiny_uncond"};
+}
+
+UNetConfig bench_architecture(const std::string& name) {
+  UNetConfig c;
+  c.downsample_type = c.upsample_type = "resnet";
+  c.attention_head_dim = 64;
+  if (name == "imagenet64") {
+    c.sample_size = 64;
+    c.layers_per_block = 3;
+    c.num_class_embeds = 1000;
+    c.block_out_channels = {192, 384, 576, 768};
+    c.down_block_types = {"ResnetDownsampleBlock2D", "AttnDownBlock2D", "AttnDownBlock2D",
+                          "AttnDownBlock2D"};
+    c.up_block_types = {"AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D",
+                        "ResnetUpsampleBlock2D"};
+    c.resnet_time_scale_shift = "scale_shift";
+    c.attn_norm_num_groups = 32;
+  } else if (name == "lsun256") {
+    c.sample_size = 256;
+    c.layers_per_block = 2;
+    c.block_out_channels = {256, 256, 512, 512, 1024, 1024};
+    c.down_block_types = {"ResnetDownsampleBlock2D", "ResnetDownsampleBlock2D",
+                          "ResnetDownsampleBlock2D", "AttnDownBlock2D", "AttnDownBlock2D",
+                          "AttnDownBlock2D"};
+    c.up_block_types = {"AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D",
+                        "ResnetUpsampleBlock2D", "ResnetUpsampleBlock2D", "ResnetUpsampleBlock2D"};
+  } else if (name == "tiny_cond" || name == "tiny_uncond") {
+    c = tiny(name == "tiny_cond");
+  } else {
+    std::string known;
+    for (const auto& n : bench_architectures()) known += (known.empty() ? "" : ", ") + n;
+    throw Error("unknown architecture '" + name + "' (" + known + ", or a model folder)");
+  }
+  c.validate(name);
+  return c;
+}
+
+void save_random_pipeline(const UNetConfig& config, const std::string& dir, uint64_t seed) {
+  torch::manual_seed(seed);
+  UNet2DModel unet(config);
+  training::save_pipeline(dir, unet, SchedulerConfig{});
+}
+
+double measure_conv_peak_gflops(const std::string& dtype, int threads) {
+  at::set_num_threads(resolve_threads(threads));
+  torch::InferenceMode guard;
+  const auto type = dtype_of(dtype);
+  const auto x = at::randn({1, 256, 128, 128}).to(type);
+  const auto w = (at::randn({256, 256, 3, 3}) * 0.02).to(type);
+  const double flop = 2.0 * 256 * 256 * 9 * 128 * 128;
+  std::vector<double> times;
+  for (int i = 0; i < 4; ++i) {
+    const auto t = Clock::now();
+    const auto y = at::conv2d(x, w, {}, 1, 1);
+    (void)y.sum().item<double>();
+    if (i > 0) times.push_back(seconds_since(t));
+  }
+  return flop / median(times) / 1e9;
+}
+
+std::vector<BenchRow> run_bench(const BenchOptions& o) {
+  std::vector<BenchRow> rows;
+  for (const auto& model : o.models) {
+    for (const auto& dtype : o.dtypes) {
+      for (int threads : o.threads) {
+        const int nt = resolve_threads(threads);
+        const double peak = measure_conv_peak_gflops(dtype, nt);
+        at::set_num_threads(nt);
+        LoadOptions load;
+        load.dtype = dtype_of(dtype);
+        double load_s = -1;
+        const auto t_load = Clock::now();
+        std::unique_ptr<ConsistencyModelPipeline> pipe;
+        if (fs::is_directory(model)) {
+          pipe = std::make_unique<ConsistencyModelPipeline>(
+              ConsistencyModelPipeline::from_pretrained(model, load));
+          load_s = seconds_since(t_load);
+        } else {
+          torch::manual_seed(0);
+          UNet2DModel unet(bench_architecture(model));
+          unet->to(load.dtype);
+          pipe = std::make_unique<ConsistencyModelPipeline>(unet, CMStochasticIterativeScheduler());
+        }
+        const double gflop = count_unet_flops(pipe->unet()->config()).total() / 1e9;
+        for (int batch : o.batch_sizes) {
+          for (int steps : o.steps) {
+            GenerateOptions g;
+            g.batch_size = batch;
+            g.num_inference_steps = steps;
+            g.seed = 0;
+            BenchRow r;
+            r.model = model;
+            r.dtype = dtype;
+            r.batch = batch;
+            r.steps = steps;
+            r.threads = nt;
+            r.load_s = load_s;
+            auto t = Clock::now();
+            (*pipe)(g);
+            r.first_call_s = seconds_since(t);
+            std::vector<double> times;
+            for (int i = 0; i < std::max(1, o.repetitions); ++i) {
+              t = Clock::now();
+              (*pipe)(g);
+              times.push_back(seconds_since(t));
+            }
+            const double per_batch = median(times);
+            r.ms_per_image = per_batch / batch * 1e3;
+            r.images_per_s = batch / per_batch;
+            r.gflop_per_image = gflop * steps;
+            r.achieved_gflops = r.gflop_per_image * r.images_per_s;
+            r.peak_gflops = peak;
+            r.fraction_of_peak = r.achieved_gflops / peak;
+            r.peak_rss_mb = peak_rss_mb();
+            rows.push_back(r);
+          }
+        }
+      }
+    }
+  }
+  return rows;
+}
+
+std::string bench_markdown(const std::vector<BenchRow>& rows) {
+  std::ostringstream s;
+  s << "| model | dtype | threads | batch | steps | load s | first call s | ms/image | images/s | "
+       "GFLOP/image | GFLOP/s | peak GFLOP/s | of peak | peak RSS MB |\n";
+  s << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  char buf[512];
+  for (const auto& r : rows) {
+    std::snprintf(buf, sizeof buf,
+                  "| %s | %s | %d | %d | %d | %s | %.3f | %.1f | %.2f | %.1f | %.1f | %.1f | "
+                  "%.0f%% | %.0f |\n",
+                  r.model.c_str(), r.dtype.c_str(), r.threads, r.batch, r.steps,
+                  r.load_s < 0 ? "–" : std::to_string(r.load_s).substr(0, 5).c_str(),
+                  r.first_call_s, r.ms_per_image, r.images_per_s, r.gflop_per_image,
+                  r.achieved_gflops, r.peak_gflops, 100 * r.fraction_of_peak, r.peak_rss_mb);
+    s << buf;
+  }
+  return s.str();
+}
+
+std::string bench_json(const std::vector<BenchRow>& rows) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& r : rows) {
+    j.push_back({{"model", r.model},
+                 {"dtype", r.dtype},
+                 {"threads", r.threads},
+                 {"batch", r.batch},
+                 {"steps", r.steps},
+                 {"load_s", r.load_s},
+                 {"first_call_s", r.first_call_s},
+                 {"ms_per_image", r.ms_per_image},
+                 {"images_per_s", r.images_per_s},
+                 {"gflop_per_image", r.gflop_per_image},
+                 {"achieved_gflops", r.achieved_gflops},
+                 {"peak_gflops", r.peak_gflops},
+                 {"fraction_of_peak", r.fraction_of_peak},
+                 {"peak_rss_mb", r.peak_rss_mb}});
+  }
+  return j.dump(2) + "\n";
+}
+
+}  // namespace cm

@@ -1,0 +1,34 @@
+// cm bench's FLOP model against counts taken with forward hooks on diffusers' UNet2DModel
+// (../shared/notes/cpu-measurements.md: ImageNet-64 219 GFLOP = conv 191 + linear 15.7 +
+// attention 12.4; LSUN-256 2239 = conv 2202 + linear 24.8 + attention 12.2).
+#include <gtest/gtest.h>
+
+#include "cm/bench.h"
+#include "cm/error.h"
+
+namespace cm {
+namespace {
+
+TEST(BenchFlops, MatchDiffusersHookCounts) {
+  const auto in = count_unet_flops(bench_architecture("imagenet64"));
+  EXPECT_NEAR(in.total() / 1e9, 219, 0.5);
+  EXPECT_NEAR(in.conv / 1e9, 191, 0.5);
+  EXPECT_NEAR(in.linear / 1e9, 15.7, 0.05);
+  EXPECT_NEAR(in.attention / 1e9, 12.4, 0.05);
+  const auto ls = count_unet_flops(bench_architecture("lsun256"));
+  EXPECT_NEAR(ls.total() / 1e9, 2239, 1);
+  EXPECT_NEAR(ls.conv / 1e9, 2202, 1);
+  EXPECT_NEAR(ls.linear / 1e9, 24.8, 0.05);
+  EXPECT_NEAR(ls.attention / 1e9, 12.2, 0.05);
+}
+
+TEST(BenchFlops, BuiltInArchitecturesMatchThePublishedConfigs) {
+  const auto published = UNetConfig::load(CM_CONFIGS_DIR "/imagenet64_unet_config.json");
+  EXPECT_EQ(bench_architecture("imagenet64").to_json(), published.to_json());
+  const auto lsun = UNetConfig::load(CM_CONFIGS_DIR "/lsun256_unet_config.json");
+  EXPECT_EQ(bench_architecture("lsun256").to_json(), lsun.to_json());
+  EXPECT_THROW(bench_architecture("imagenet128"), Error);
+}
+
+}  // namespace
+}  // namespace cm

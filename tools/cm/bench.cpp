@@ -1,0 +1,77 @@
+// cm bench: speed against the machine's own convolution peak, measured in the same run.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <memory>
+
+#include "cm/bench.h"
+#include "cm/error.h"
+#include "common.h"
+#include "subcommands.h"
+
+namespace cm::cli {
+
+Runner add_bench(CLI::App& app) {
+  struct Args {
+    BenchOptions o;
+    std::string models = "imagenet64", batches = "1", steps = "1", dtypes = "float32",
+                threads = "0", save;
+    bool json = false, flops = false;
+  };
+  auto a = std::make_shared<Args>();
+  app.add_option("-m,--model", a->models,
+                 "comma-separated: imagenet64, lsun256, tiny_cond, tiny_uncond or model folders")
+      ->capture_default_str();
+  app.add_option("-b,--batch-size", a->batches, "comma-separated batch sizes")->capture_default_str();
+  app.add_option("--steps", a->steps, "comma-separated step counts")->capture_default_str();
+  app.add_option("--dtype", a->dtypes, "comma-separated: float32, bfloat16, float16")
+      ->capture_default_str();
+  app.add_option("-t,--threads", a->threads, "comma-separated thread counts (0: all)")
+      ->capture_default_str();
+  app.add_option("-r,--repetitions", a->o.repetitions, "timed runs per row (median)")
+      ->capture_default_str();
+  app.add_option("--save", a->save, "write the (first) architecture as a random-weight pipeline "
+                                     "folder to DIR and exit");
+  app.add_flag("--flops", a->flops, "print the FLOP count of one forward and exit");
+  app.add_flag("--json", a->json, "JSON instead of a markdown table");
+  return [a] {
+    auto split = [](const std::string& s) {
+      std::vector<std::string> out;
+      size_t start = 0;
+      while (start <= s.size()) {
+        const size_t end = s.find(',', start);
+        out.push_back(s.substr(start, end == std::string::npos ? end : end - start));
+        if (end == std::string::npos) break;
+        start = end + 1;
+      }
+      return out;
+    };
+    auto ints = [&](const char* opt, const std::string& s) {
+      std::vector<int> out;
+      for (auto v : parse_int_list(opt, s)) out.push_back(static_cast<int>(v));
+      return out;
+    };
+    a->o.models = split(a->models);
+    a->o.batch_sizes = ints("--batch-size", a->batches);
+    a->o.steps = ints("--steps", a->steps);
+    a->o.dtypes = split(a->dtypes);
+    a->o.threads = ints("--threads", a->threads);
+    if (a->flops) {
+      for (const auto& m : a->o.models) {
+        const auto f = count_unet_flops(bench_architecture(m));
+        std::printf("%s: %.2f GFLOP (conv %.2f, linear %.2f, attention %.2f)\n", m.c_str(),
+                    f.total() / 1e9, f.conv / 1e9, f.linear / 1e9, f.attention / 1e9);
+      }
+      return 0;
+    }
+    if (!a->save.empty()) {
+      save_random_pipeline(bench_architecture(a->o.models.front()), a->save);
+      std::printf("%s\n", a->save.c_str());
+      return 0;
+    }
+    const auto rows = run_bench(a->o);
+    std::fputs((a->json ? bench_json(rows) : bench_markdown(rows)).c_str(), stdout);
+    return 0;
+  };
+}
+
+}  // namespace cm::cli
