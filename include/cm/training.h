@@ -64,6 +64,12 @@ using TrainCallback = std::function<void(const TrainProgress&)>;
 // samples/step_<k>.png. Ctrl-C (SIGINT) stops after the current step with a checkpoint.
 TrainProgress train(const TrainOptions& options, const TrainCallback& on_log = nullptr);
 
+struct LossPlot {
+  double first_step = 0, last_step = 0, min_loss = 0, max_loss = 0;
+};
+// Draws train_log.csv's loss against step (log scale, moving average) into a PNG.
+LossPlot plot_training_log(const std::string& csv_path, const std::string& png_path);
+
 // Number of steps stored in a training-state checkpoint (for --resume messages and tests).
 int64_t checkpoint_step(const std::string& output_dir);
 

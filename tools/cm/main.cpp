@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
   commands.emplace_back(eval, cm::cli::add_eval(*eval));
   auto* bench = app.add_subcommand("bench", "Measure generation speed against the machine's peak");
   commands.emplace_back(bench, cm::cli::add_bench(*bench));
+  auto* plot_log = app.add_subcommand("plot-log", "Draw a training log's loss curve to PNG");
+  commands.emplace_back(plot_log, cm::cli::add_plot_log(*plot_log));
 
   try {
     app.parse(argc, argv);

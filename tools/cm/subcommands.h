@@ -19,5 +19,6 @@ Runner add_train(CLI::App& app);
 Runner add_train_classifier(CLI::App& app);
 Runner add_eval(CLI::App& app);
 Runner add_bench(CLI::App& app);
+Runner add_plot_log(CLI::App& app);
 
 }  // namespace cm::cli

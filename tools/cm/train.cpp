@@ -130,4 +130,17 @@ Runner add_train(CLI::App& app) {
   return [a] { return run_train(*a); };
 }
 
+Runner add_plot_log(CLI::App& app) {
+  auto csv = std::make_shared<std::string>();
+  auto png = std::make_shared<std::string>("loss.png");
+  app.add_option("log", *csv, "a train_log.csv written by cm train")->required();
+  app.add_option("-o,--output", *png, "PNG to write")->capture_default_str();
+  return [csv, png] {
+    const auto p = plot_training_log(*csv, *png);
+    std::printf("%s: loss %.4g to %.4g (log scale) over steps %.0f to %.0f\n", png->c_str(),
+                p.min_loss, p.max_loss, p.first_step, p.last_step);
+    return 0;
+  };
+}
+
 }  // namespace cm::cli
