@@ -1,5 +1,8 @@
 #include "common.h"
 
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <thread>
 #include <torch/cuda.h>
@@ -64,6 +67,48 @@ std::vector<int64_t> parse_int_list(const std::string& option, const std::string
 void set_threads(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(threads);
+}
+
+std::string model_or_default(const std::string& model) {
+  if (!model.empty()) return model;
+  if (const char* env = std::getenv("CM_MODEL")) return env;
+  return CM_DEFAULT_MODEL;
+}
+
+std::string output_name(const std::string& pattern, int index, int count) {
+  const size_t pos = pattern.find("%d");
+  if (pos != std::string::npos)
+    return pattern.substr(0, pos) + std::to_string(index) + pattern.substr(pos + 2);
+  if (count == 1) return pattern;
+  const std::filesystem::path p(pattern);
+  return (p.parent_path() /
+          (p.stem().string() + "_" + std::to_string(index) + p.extension().string()))
+      .string();
+}
+
+std::vector<int64_t> parse_classes(const std::string& text, const std::vector<std::string>& names) {
+  std::vector<int64_t> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t end = text.find(',', start);
+    const std::string item = text.substr(start, end == std::string::npos ? end : end - start);
+    const auto it = std::find(names.begin(), names.end(), item);
+    if (it != names.end()) {
+      out.push_back(it - names.begin());
+    } else if (!item.empty() && item.find_first_not_of("-0123456789") != std::string::npos) {
+      std::string known;
+      for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+      throw Error("--class: unknown class '" + item + "'" +
+                  (names.empty() ? " (this model has no class names; use numbers)"
+                                 : " (known: " + known + ")"));
+    } else {
+      const auto v = parse_int_list("--class", item);
+      out.insert(out.end(), v.begin(), v.end());
+    }
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return out;
 }
 
 void log(bool quiet, const std::string& line) {

@@ -18,6 +18,15 @@ c10::Device parse_device(const std::string& name);
 std::vector<int64_t> parse_int_list(const std::string& option, const std::string& text);
 // Threads for intra-op work: the given count, or all hardware threads when <= 0.
 void set_threads(int threads);
+// The model folder or repository id to use: `model`, else $CM_MODEL, else the shipped
+// Fashion-MNIST model.
+std::string model_or_default(const std::string& model);
+// "out.png" -> out.png for one image, out_0.png, out_1.png, ... for several; a %d in the name
+// takes the index instead.
+std::string output_name(const std::string& pattern, int index, int count);
+// "3", "3,7", or names from the model's class_names.json ("sneaker,bag"); cm::Error naming an
+// unknown one.
+std::vector<int64_t> parse_classes(const std::string& text, const std::vector<std::string>& names);
 // Writes the string to stderr with a newline unless quiet.
 void log(bool quiet, const std::string& line);
 

@@ -13,9 +13,11 @@
 
 #include "cm/editing.h"
 #include "cm/error.h"
+#include "cm/hub.h"
 #include "cm/output.h"
 #include "cm/pipeline.h"
 #include "common.h"
+#include "hub_progress.h"
 #include "subcommands.h"
 
 namespace cm::cli {
@@ -70,26 +72,6 @@ std::vector<double> parse_double_list(const std::string& option, const std::stri
 
 std::string size_text(int w, int h) {
   return std::to_string(w) + "x" + std::to_string(h);
-}
-
-// The shipped model when -m is absent, as in cm generate ($CM_MODEL overrides).
-std::string model_or_default(const std::string& model) {
-  if (!model.empty()) return model;
-  if (const char* env = std::getenv("CM_MODEL")) return env;
-  return CM_DEFAULT_MODEL;
-}
-
-// "out.png" -> out.png for one image, out_0.png, out_1.png, ... for several; a %d in the name
-// takes the index instead.
-std::string output_name(const std::string& pattern, int index, int count) {
-  const size_t pos = pattern.find("%d");
-  if (pos != std::string::npos)
-    return pattern.substr(0, pos) + std::to_string(index) + pattern.substr(pos + 2);
-  if (count == 1) return pattern;
-  const fs::path p(pattern);
-  return (p.parent_path() /
-          (p.stem().string() + "_" + std::to_string(index) + p.extension().string()))
-      .string();
 }
 
 template <typename T>
@@ -193,10 +175,11 @@ int run_edit(const EditArgs& a) {
   o.num_inference_steps = a.steps.value_or(0);
   if (!a.timesteps.empty()) o.timesteps = parse_int_list("--timesteps", a.timesteps);
   if (!a.sigmas.empty()) o.sigmas = parse_double_list("--sigmas", a.sigmas);
-  if (!a.classes.empty()) o.class_labels = parse_int_list("--class", a.classes);
 
   const auto t0 = std::chrono::steady_clock::now();
-  auto pipe = ConsistencyModelPipeline::from_pretrained(model_or_default(a.model), load);
+  const std::string folder = resolve_model(model_or_default(a.model), hub_options("", a.quiet));
+  auto pipe = ConsistencyModelPipeline::from_pretrained(folder, load);
+  if (!a.classes.empty()) o.class_labels = parse_classes(a.classes, read_class_names(folder));
   const auto t1 = std::chrono::steady_clock::now();
   log(a.quiet, "loaded " + model_or_default(a.model) + " in " +
                    std::to_string(std::chrono::duration<double>(t1 - t0).count()) + " s");

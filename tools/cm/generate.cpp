@@ -40,52 +40,8 @@ struct GenerateArgs {
   int per_class = 0;  // > 0: this many images of every class, one grid row per class
 };
 
-// The shipped Fashion-MNIST model, used when -m is absent ($CM_MODEL overrides).
-std::string default_model() {
-  if (const char* env = std::getenv("CM_MODEL")) return env;
-  return CM_DEFAULT_MODEL;
-}
-
-// "3", "3,7" or class names from the model's class_names.json ("sneaker,bag").
-std::vector<int64_t> parse_classes(const std::string& text, const std::vector<std::string>& names) {
-  std::vector<int64_t> out;
-  size_t start = 0;
-  while (start <= text.size()) {
-    const size_t end = text.find(',', start);
-    const std::string item = text.substr(start, end == std::string::npos ? end : end - start);
-    const auto it = std::find(names.begin(), names.end(), item);
-    if (it != names.end()) {
-      out.push_back(it - names.begin());
-    } else if (!item.empty() && item.find_first_not_of("-0123456789") != std::string::npos) {
-      std::string known;
-      for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
-      throw Error("--class: unknown class '" + item + "'" +
-                  (names.empty() ? " (this model has no class names; use numbers)"
-                                 : " (known: " + known + ")"));
-    } else {
-      const auto v = parse_int_list("--class", item);
-      out.insert(out.end(), v.begin(), v.end());
-    }
-    if (end == std::string::npos) break;
-    start = end + 1;
-  }
-  return out;
-}
-
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// "out.png" -> out.png for one image, out_0.png, out_1.png, ... for several; "out_%d.png" -> the
-// index in place of %d.
-std::string output_name(const std::string& pattern, int index, int count) {
-  const size_t pos = pattern.find("%d");
-  if (pos != std::string::npos)
-    return pattern.substr(0, pos) + std::to_string(index) + pattern.substr(pos + 2);
-  if (count == 1) return pattern;
-  const fs::path p(pattern);
-  return (p.parent_path() / (p.stem().string() + "_" + std::to_string(index) + p.extension().string()))
-      .string();
 }
 
 std::string join(const std::vector<int64_t>& v) {
@@ -98,7 +54,7 @@ std::string join(const std::vector<int64_t>& v) {
 std::string parameters_text(const GenerateArgs& a, uint64_t seed, const GenerateResult& r,
                             const std::vector<int64_t>& timesteps, std::optional<int64_t> label) {
   std::ostringstream ss;
-  ss << "model: " << (a.model.empty() ? default_model() : a.model) << ", seed: " << seed;
+  ss << "model: " << model_or_default(a.model) << ", seed: " << seed;
   if (timesteps.empty()) {
     ss << ", steps: " << a.steps;
   } else {
@@ -121,7 +77,7 @@ int run_generate(const GenerateArgs& a) {
   load.device = parse_device(a.device);
   set_threads(a.threads);
 
-  const std::string model = a.model.empty() ? default_model() : a.model;
+  const std::string model = model_or_default(a.model);
   if (a.model.empty() && !fs::exists(model))
     throw Error("no -m given and the default model " + model + " is missing");
   if (a.per_class < 0) throw Error("--per-class: must be positive");
