@@ -47,7 +47,8 @@ struct BenchRow {
   double peak_rss_mb = 0;      // process peak resident memory after this row
 };
 
-// Peak of the convolution backend: a 256→256 3×3 convolution on 128×128, median of runs.
+// Peak of the convolution backend: a 256→256 3×3 NHWC convolution on 128×128, median of six
+// runs after two warm-ups.
 double measure_conv_peak_gflops(const std::string& dtype, int threads);
 std::vector<BenchRow> run_bench(const BenchOptions& options);
 std::string bench_markdown(const std::vector<BenchRow>& rows);

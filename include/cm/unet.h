@@ -39,6 +39,9 @@ class UNet2DModelImpl : public torch::nn::Module {
                      const ActivationHook& hook = nullptr);
 
   const UNetConfig& config() const { return config_; }
+  // Stores the convolution weights NHWC; forward then runs NHWC end to end (same numbers to
+  // float rounding).
+  void to_channels_last();
   bool is_class_conditional() const { return class_embedding_ != nullptr; }
 
   // Copies a state dict in (converting dtypes). Throws cm::Error listing every missing, unexpected

@@ -26,7 +26,7 @@ AttentionImpl::AttentionImpl(int64_t channels, int64_t head_dim, double eps,
 at::Tensor AttentionImpl::forward(const at::Tensor& x) {
   const int64_t b = x.size(0), c = x.size(1), hgt = x.size(2), wid = x.size(3);
   const int64_t tokens = hgt * wid;
-  auto h = x.view({b, c, tokens});
+  auto h = x.reshape({b, c, tokens});  // a view for NCHW and NHWC alike
   if (group_norm) h = group_norm(h);
   h = h.transpose(1, 2);  // [B, tokens, C]
 

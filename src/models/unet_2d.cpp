@@ -113,6 +113,8 @@ at::Tensor UNet2DModelImpl::forward(const at::Tensor& sample, const at::Tensor& 
   };
   const auto dtype = conv_in_->weight.scalar_type();
   at::Tensor x = config_.center_input_sample ? 2 * sample - 1.0 : sample;
+  if (conv_in_->weight.is_contiguous(at::MemoryFormat::ChannelsLast) && x.dim() == 4)
+    x = x.contiguous(at::MemoryFormat::ChannelsLast);
 
   at::Tensor t = timestep.dim() == 0 ? timestep.unsqueeze(0) : timestep;
   t = t.to(x.device()) * at::ones({x.size(0)}, t.options().device(x.device()));
@@ -158,6 +160,13 @@ at::Tensor UNet2DModelImpl::forward(const at::Tensor& sample, const at::Tensor& 
   record("conv_out", h);
   if (fourier_proj_) h = (h / t.reshape({-1, 1, 1, 1})).to(h.scalar_type());
   return h;
+}
+
+void UNet2DModelImpl::to_channels_last() {
+  torch::NoGradGuard no_grad;
+  for (auto& p : parameters()) {
+    if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+  }
 }
 
 void UNet2DModelImpl::load_state_dict(const std::map<std::string, at::Tensor>& state,
