@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "cm/error.h"
+#include "io/files.h"
 
 namespace cm {
 namespace {
@@ -120,21 +121,7 @@ std::string read_text_file(const std::string& path) {
 }
 
 void write_text_file(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error(path + ": cannot create file");
-    out << text;
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw Error(path + ": write error");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw Error(path + ": cannot rename temporary file into place");
-  }
+  write_atomically(path, [&](std::FILE* f) { write_bytes(f, path, text.data(), text.size()); });
 }
 
 UNetConfig UNetConfig::from_json(const std::string& text, const std::string& src) {

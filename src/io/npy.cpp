@@ -15,6 +15,7 @@
 #include <set>
 
 #include "cm/error.h"
+#include "io/files.h"
 
 namespace cm {
 namespace {
@@ -22,53 +23,8 @@ namespace {
 constexpr char kMagic[] = "\x93NUMPY";  // 6 bytes, then major and minor version
 constexpr uint32_t kLocalSig = 0x04034b50, kCentralSig = 0x02014b50, kEndSig = 0x06054b50;
 
-// Writes through `body` into a temporary file beside `path`, then renames it over `path`, so
-// an error or crash never leaves a half-written file under the final name.
-template <typename Body>
-void write_atomically(const std::string& path, Body&& body) {
-  static std::atomic<unsigned> counter{0};
-  const std::string tmp =
-      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-  if (fd < 0) throw Error(path + ": cannot create " + tmp + ": " + std::strerror(errno));
-  std::FILE* file = ::fdopen(fd, "wb");
-  if (file == nullptr) {
-    ::close(fd);
-    std::remove(tmp.c_str());
-    throw Error(path + ": cannot open " + tmp + ": " + std::strerror(errno));
-  }
-  try {
-    body(file);
-    if (std::fflush(file) != 0) throw Error(path + ": write failed: " + std::strerror(errno));
-  } catch (...) {
-    std::fclose(file);
-    std::remove(tmp.c_str());
-    throw;
-  }
-  if (std::fclose(file) != 0 || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    throw Error(path + ": cannot write " + tmp + ": " + std::strerror(err));
-  }
-}
 
-void put(std::FILE* file, const std::string& path, const void* data, size_t size) {
-  if (size > 0 && std::fwrite(data, 1, size, file) != size)
-    throw Error(path + ": write failed: " + std::strerror(errno));
-}
 
-std::vector<uint8_t> read_whole_file(const std::string& path) {
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
-                                                       std::fclose);
-  if (!file) throw Error(path + ": cannot open: " + std::strerror(errno));
-  std::vector<uint8_t> bytes;
-  uint8_t chunk[1 << 16];
-  size_t n = 0;
-  while ((n = std::fread(chunk, 1, sizeof chunk, file.get())) > 0)
-    bytes.insert(bytes.end(), chunk, chunk + n);
-  if (std::ferror(file.get())) throw Error(path + ": read failed: " + std::strerror(errno));
-  return bytes;
-}
 
 // ZIP and NPY integers are little-endian whatever the host.
 void put_le(std::string& out, uint64_t value, int bytes) {
@@ -235,8 +191,8 @@ NpyArray parse_npy(const std::string& where, const uint8_t* p, size_t size) {
 void write_npy(const std::string& path, const NpyArray& array) {
   const std::string header = npy_header(path, array);
   write_atomically(path, [&](std::FILE* file) {
-    put(file, path, header.data(), header.size());
-    put(file, path, array.data.data(), array.data.size());
+    write_bytes(file, path, header.data(), header.size());
+    write_bytes(file, path, array.data.data(), array.data.size());
   });
 }
 
@@ -306,9 +262,9 @@ void write_npz(const std::string& path,
     for (const Member& m : members) {
       offsets.push_back(offset);
       const std::string local = record(m, false, 0);
-      put(file, path, local.data(), local.size());
-      put(file, path, m.header.data(), m.header.size());
-      put(file, path, m.array->data.data(), m.array->data.size());
+      write_bytes(file, path, local.data(), local.size());
+      write_bytes(file, path, m.header.data(), m.header.size());
+      write_bytes(file, path, m.array->data.data(), m.array->data.size());
       offset += static_cast<uint32_t>(local.size() + m.size);
     }
     std::string central;
@@ -322,7 +278,7 @@ void write_npz(const std::string& path,
     put_le(end, offset, 4);
     put_le(end, 0, 2);  // comment length
     central += end;
-    put(file, path, central.data(), central.size());
+    write_bytes(file, path, central.data(), central.size());
   });
 }
 

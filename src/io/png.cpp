@@ -17,6 +17,7 @@
 #include <memory>
 
 #include "cm/error.h"
+#include "io/files.h"
 
 namespace cm {
 namespace {
@@ -95,42 +96,6 @@ bool decode_png_pixels(PngState* s, png_bytep* rows) {
   return true;
 }
 
-// Writes through `body` into a temporary file beside `path`, then renames it over `path`, so
-// an error or crash never leaves a half-written file under the final name.
-template <typename Body>
-void write_atomically(const std::string& path, Body&& body) {
-  static std::atomic<unsigned> counter{0};
-  const std::string tmp =
-      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-  if (fd < 0) throw Error(path + ": cannot create " + tmp + ": " + std::strerror(errno));
-  std::FILE* file = ::fdopen(fd, "wb");
-  if (file == nullptr) {
-    ::close(fd);
-    std::remove(tmp.c_str());
-    throw Error(path + ": cannot open " + tmp + ": " + std::strerror(errno));
-  }
-  try {
-    body(file);
-    if (std::fflush(file) != 0 || std::ferror(file))
-      throw Error(path + ": write failed: " + std::strerror(errno));
-  } catch (...) {
-    std::fclose(file);
-    std::remove(tmp.c_str());
-    throw;
-  }
-  if (std::fclose(file) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    throw Error(path + ": write failed: " + std::strerror(err));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    throw Error(path + ": cannot rename " + tmp + ": " + std::strerror(err));
-  }
-}
-
 // PNG keywords: 1-79 printable Latin-1 bytes, no leading, trailing or doubled spaces.
 void check_keyword(const std::string& path, const std::string& key) {
   bool ok = !key.empty() && key.size() <= 79 && key.front() != ' ' && key.back() != ' ' &&
@@ -139,18 +104,6 @@ void check_keyword(const std::string& path, const std::string& key) {
   if (!ok) throw Error(path + ": invalid PNG text keyword '" + key + "'");
 }
 
-std::vector<uint8_t> read_whole_file(const std::string& path) {
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
-                                                       std::fclose);
-  if (!file) throw Error(path + ": cannot open: " + std::strerror(errno));
-  std::vector<uint8_t> bytes;
-  uint8_t chunk[1 << 16];
-  size_t n = 0;
-  while ((n = std::fread(chunk, 1, sizeof chunk, file.get())) > 0)
-    bytes.insert(bytes.end(), chunk, chunk + n);
-  if (std::ferror(file.get())) throw Error(path + ": read failed: " + std::strerror(errno));
-  return bytes;
-}
 
 }  // namespace
 
