@@ -37,7 +37,9 @@ Runner add_eval(CLI::App& app) {
                  "pipeline folder to evaluate (absent: real test images against themselves)");
   app.add_option("--classifier", o->classifier, "classifier folder")->capture_default_str();
   app.add_option("--per-class", o->samples_per_class, "samples per class")->capture_default_str();
-  app.add_option("--steps", o->steps, "step counts to evaluate")->capture_default_str();
+  app.add_option("--steps", o->steps, "step counts to evaluate, e.g. 1,2")
+      ->delimiter(',')
+      ->capture_default_str();
   app.add_option("-s,--seed", o->seed)->capture_default_str();
   app.add_option("--real-limit", o->real_limit, "use only N real images per split");
   app.add_option("-t,--threads", *threads, "CPU threads (default: all)");
