@@ -10,29 +10,15 @@
 
 #include "cm/config.h"
 #include "cm/image_io.h"
+#include "run_cm.h"
 
 namespace cm {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct RunResult {
-  int status = -1;
-  std::string output;  // stdout and stderr together
-};
-
-RunResult run_cm(const std::string& args) {
-  const std::string cmd = std::string(CM_BINARY) + " " + args + " 2>&1";
-  RunResult r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return r;
-  std::array<char, 4096> buf{};
-  size_t n = 0;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
-  const int status = pclose(pipe);
-  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using test::RunResult;
+using test::run_cm;
 
 ImageU8 make_image(int w, int h, int c, const std::function<int(int, int, int)>& f) {
   ImageU8 img;
