@@ -2,6 +2,8 @@
 // one-line error with a non-zero exit for bad input.
 #include <gtest/gtest.h>
 
+#include "temp_dir_test.h"
+
 #include <array>
 #include <cstdio>
 #include <filesystem>
@@ -19,19 +21,7 @@ namespace fs = std::filesystem;
 using test::RunResult;
 using test::run_cm;
 
-class CliTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("cm_cli_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  fs::path dir_;
-};
+class CliTest : public test::TempDirTest {};
 
 const std::string kCond = CM_GOLDEN_DIR "/tiny_cond";
 

@@ -2,6 +2,8 @@
 // itself, and a one-line error naming the file or value for each bad input.
 #include <gtest/gtest.h>
 
+#include "temp_dir_test.h"
+
 #include <sys/wait.h>
 #include <array>
 #include <cstdio>
@@ -56,19 +58,7 @@ const std::string kModel = CM_GOLDEN_DIR "/tiny_cond/model";
 const std::string kBase = "edit -m " + kModel + " -t 1 -q ";
 const std::string kEdit = kBase + "--class 3 ";
 
-class CliEdit : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("cm_cli_edit_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  fs::path dir_;
-};
+class CliEdit : public test::TempDirTest {};
 
 TEST_F(CliEdit, InpaintingKeepsTheBlackPixelsOfTheMask) {
   const ImageU8 ref = picture(32, 32);

@@ -1,6 +1,8 @@
 // JPEG reading and writing, read_image's format detection, resizing and channel conversion.
 #include <gtest/gtest.h>
 
+#include "temp_dir_test.h"
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -41,19 +43,7 @@ int max_diff(const ImageU8& a, const ImageU8& b) {
   return d;
 }
 
-class ImageOps : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("cm_image_ops_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  fs::path dir_;
-};
+class ImageOps : public test::TempDirTest {};
 
 TEST_F(ImageOps, JpegRoundTripsRgbAndGray) {
   // Smooth content, so that quality 100 comes back within a few levels.
