@@ -14,8 +14,8 @@ struct RunResult {
   std::string output;  // stdout and stderr together
 };
 
-inline RunResult run_cm(const std::string& args) {
-  const std::string cmd = std::string(CM_BINARY) + " " + args + " 2>&1";
+// Runs one /bin/sh command line (stderr is not redirected here).
+inline RunResult run_shell(const std::string& cmd) {
   RunResult r;
   FILE* pipe = popen(cmd.c_str(), "r");
   if (!pipe) return r;
@@ -25,6 +25,10 @@ inline RunResult run_cm(const std::string& args) {
   const int status = pclose(pipe);
   r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+inline RunResult run_cm(const std::string& args) {
+  return run_shell(std::string(CM_BINARY) + " " + args + " 2>&1");
 }
 
 }  // namespace cm::test

@@ -10,17 +10,34 @@
 
 namespace cm {
 
+// Data-parallel training the torchrun way: world_size processes (on one or more machines) meet at
+// master_addr:master_port; each computes the loss on its slice of every global batch, gradients
+// are averaged with c10d's Gloo all-reduce, and rank 0 alone writes checkpoints, logs, samples.
+struct DistributedOptions {
+  int rank = 0;
+  int world_size = 1;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  double timeout_seconds = 300;  // waiting for the other ranks to join, or for one collective
+};
+// RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT as torchrun sets them; unset: one process.
+DistributedOptions distributed_from_env();
+
 struct TrainOptions {
   std::string method = "ict";  // ict | ct | cd | edm
-  std::string data = "fashion-mnist";  // "fashion-mnist[:train|:test]"
+  // "fashion-mnist[:train|:test]", or a folder of PNG/JPEG images (one sub-folder per class, or
+  // unlabelled), read at the model's sample_size and in_channels.
+  std::string data = "fashion-mnist";
   int64_t data_limit = 0;              // > 0: use only the first N images
+  bool classes_from_data = false;      // set unet.num_class_embeds to the data's class count
   std::string output_dir = "runs/cm";
   UNetConfig unet;             // the architecture (sample_size and channels must match the data)
   SchedulerConfig scheduler;   // σmin, σmax, σdata, ρ of the parameterization
   std::string teacher;         // cd: folder of an EDM-trained UNet (--method edm output)
 
   int64_t total_steps = 10000;  // K
-  int64_t batch_size = 64;
+  int64_t batch_size = 64;   // per process: the global batch is batch_size × world_size
+  std::string optimizer = "adam";  // adam | radam
   double lr = 1e-4;
   int64_t warmup = 1000;
   double grad_clip = 1.0;     // max gradient norm; <= 0 disables
@@ -46,6 +63,7 @@ struct TrainOptions {
   int64_t stop_after = 0;       // > 0: stop (with a checkpoint) after this many steps of this run
   double max_minutes = 0;       // > 0: stop (with a checkpoint) after this much wall time
   bool quiet = false;
+  DistributedOptions distributed;
 };
 
 struct TrainProgress {
@@ -59,9 +77,10 @@ struct TrainProgress {
 
 using TrainCallback = std::function<void(const TrainProgress&)>;
 
-// Runs (or resumes) training; returns the final progress. Writes, under output_dir:
-// checkpoint/ (pipeline folder of the EMA weights + training_state.safetensors), train_log.csv,
-// samples/step_<k>.png. Ctrl-C (SIGINT) stops after the current step with a checkpoint.
+// Runs (or resumes) training; returns the final progress. Writes, under output_dir: checkpoint/
+// (pipeline folder of the EMA weights + training_state.safetensors), train_log.csv,
+// samples/step_<k>.png. Ctrl-C (SIGINT) stops after the current step with a checkpoint. With
+// more than one process, rank 0 writes and calls on_log, and every rank resumes from output_dir.
 TrainProgress train(const TrainOptions& options, const TrainCallback& on_log = nullptr);
 
 struct LossPlot {

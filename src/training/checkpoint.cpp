@@ -79,7 +79,8 @@ void save_checkpoint(const std::string& output_dir, const TrainOptions& options,
   write_state_dict((tmp_dir / kStateFile).string(), t,
                    {{"format", "pt"},
                     {"step", std::to_string(state.step)},
-                    {"method", options.method}});
+                    {"method", options.method},
+                    {"optimizer", options.optimizer}});
 
   fs::remove_all(old_dir);
   if (fs::exists(final_dir)) fs::rename(final_dir, old_dir);

@@ -16,7 +16,7 @@ struct TrainState {
   UNet2DModel online{nullptr};
   UNet2DModel ema{nullptr};
   UNet2DModel target{nullptr};  // CT / CD only
-  std::unique_ptr<torch::optim::Adam> optimizer;
+  std::unique_ptr<torch::optim::Optimizer> optimizer;  // Adam or RAdam: both keep AdamParamState
   at::Generator generator;  // data order and noise
   int64_t step = 0;
 };

@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 #include "cm/error.h"
+#include "training/image_folder.h"
 
 namespace cm::training {
 
@@ -73,11 +74,13 @@ Dataset load_fashion_mnist(const std::string& dir, const std::string& split, int
   return ds;
 }
 
-Dataset load_dataset(const std::string& spec, int64_t limit) {
+Dataset load_dataset(const std::string& spec, int64_t limit, int size, int channels) {
   if (spec == "fashion-mnist" || spec == "fashion-mnist:train")
     return load_fashion_mnist(kFashionMnistDir, "train", limit);
   if (spec == "fashion-mnist:test") return load_fashion_mnist(kFashionMnistDir, "test", limit);
-  throw Error("--data: '" + spec + "' is not supported yet (fashion-mnist, fashion-mnist:test)");
+  if (spec.rfind("fashion-mnist", 0) == 0)
+    throw Error("--data: unknown split in '" + spec + "' (fashion-mnist, fashion-mnist:test)");
+  return load_image_folder(spec, size, channels, limit);
 }
 
 }  // namespace cm::training

@@ -12,7 +12,8 @@ namespace cm::training {
 struct Dataset {
   at::Tensor images;  // [N, C, H, W] float32 in [-1, 1]
   at::Tensor labels;  // [N] int64
-  std::vector<std::string> class_names;
+  std::vector<std::string> class_names;  // empty: unlabelled (every label 0)
+  std::vector<std::string> skipped;      // "file: reason" for each unreadable image left out
   size_t size() const { return images.defined() ? static_cast<size_t>(images.size(0)) : 0; }
 };
 
@@ -23,7 +24,8 @@ extern const std::vector<std::string> kFashionMnistClasses;
 // missing or malformed. limit > 0 keeps the first `limit` images.
 Dataset load_fashion_mnist(const std::string& dir, const std::string& split, int64_t limit = 0);
 
-// Resolves a --data value: "fashion-mnist" (or "fashion-mnist:test") or a folder.
-Dataset load_dataset(const std::string& spec, int64_t limit = 0);
+// Resolves a --data value: "fashion-mnist" (or "fashion-mnist:test"), or a folder of images read
+// at size×size with `channels` channels (see image_folder.h).
+Dataset load_dataset(const std::string& spec, int64_t limit = 0, int size = 28, int channels = 1);
 
 }  // namespace cm::training

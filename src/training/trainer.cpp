@@ -1,5 +1,6 @@
 // The training loop. One step: draw a batch and noise from the seeded generator, compute the
-// method's loss, Adam step with warm-up and clipping, update target and EMA weights.
+// method's loss, average the gradients over the processes, Adam (or RAdam) step with warm-up and
+// clipping, update target and EMA weights.
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
 #include <atomic>
@@ -17,7 +18,9 @@
 #include "cm/training.h"
 #include "training/checkpoint.h"
 #include "training/data.h"
+#include "training/distributed.h"
 #include "training/ode.h"
+#include "training/radam.h"
 #include "training/schedules.h"
 
 namespace cm {
@@ -70,20 +73,40 @@ class Trainer {
     // forward or backward ("expected scalar type BFloat16 but found Float"); until that is found,
     // refuse clearly rather than fail on the first step.
     if (o.bf16) throw Error("--bf16: bfloat16 autocast training is not working yet; train in float32");
-    data_ = load_dataset(o.data, o.data_limit);
+    if (o.optimizer != "adam" && o.optimizer != "radam")
+      throw Error("--optimizer: unknown value '" + o.optimizer + "' (adam, radam)");
+    data_ = load_dataset(o.data, o.data_limit, o.unet.sample_size, o.unet.in_channels);
     if (data_.size() == 0) throw Error("--data: '" + o.data + "' holds no images");
-    const auto& u = o.unet;
+    if (o.classes_from_data) {
+      o_.unet.num_class_embeds.reset();
+      if (!data_.class_names.empty())
+        o_.unet.num_class_embeds = static_cast<int>(data_.class_names.size());
+    }
+    const auto& u = o_.unet;
     if (u.in_channels != data_.images.size(1) || u.sample_size != data_.images.size(2))
       throw Error("--data: images are " + std::to_string(data_.images.size(1)) + "×" +
                   std::to_string(data_.images.size(2)) + "², the model expects " +
                   std::to_string(u.in_channels) + "×" + std::to_string(u.sample_size) + "²");
     conditional_ = u.num_class_embeds.has_value();
+    if (conditional_ && data_.class_names.empty())
+      throw Error("--data: '" + o.data +
+                  "' has no class sub-folders, but the model is class-conditional (--num-classes 0)");
     if (conditional_ && *u.num_class_embeds < static_cast<int>(data_.class_names.size()))
       throw Error("num_class_embeds is smaller than the dataset's class count");
 
+    group_ = std::make_unique<ProcessGroup>(o.distributed);
+    if (!data_.skipped.empty() && group_->is_main() && !o.quiet) {
+      for (size_t i = 0; i < data_.skipped.size() && i < 5; ++i)
+        std::fprintf(stderr, "warning: %s (skipped)\n", data_.skipped[i].c_str());
+      std::fprintf(stderr, "data: %zu unreadable file(s) skipped, %zu images used\n",
+                   data_.skipped.size(), data_.size());
+    }
     torch::manual_seed(o.seed);  // initial weights and dropout masks
     s_.online = UNet2DModel(u);
     s_.online->train();
+    // The same seed gives every rank the same weights already; the broadcast makes it a rule.
+    group_->broadcast(s_.online->parameters());
+    if (group_->rank() > 0) torch::manual_seed(o.seed + 7919 * group_->rank());  // own dropout
     s_.ema = clone_unet(s_.online);
     s_.ema->eval();
     if (o.method == "ct" || o.method == "cd") {
@@ -95,19 +118,29 @@ class Trainer {
       const fs::path t(o.teacher);
       teacher_ = load_unet(fs::exists(t / "unet") ? (t / "unet").string() : o.teacher);
     }
-    s_.optimizer = std::make_unique<torch::optim::Adam>(
-        s_.online->parameters(), torch::optim::AdamOptions(o.lr));
+    if (o.optimizer == "radam")
+      s_.optimizer = std::make_unique<RAdam>(s_.online->parameters(), torch::optim::AdamOptions(o.lr));
+    else
+      s_.optimizer = std::make_unique<torch::optim::Adam>(s_.online->parameters(),
+                                                          torch::optim::AdamOptions(o.lr));
     s_.generator = at::detail::createCPUGenerator(o.seed);
-    if (o.resume) load_checkpoint(o.output_dir, s_);
+    if (o.resume) {
+      load_checkpoint(o.output_dir, s_);
+      if (group_->rank() > 0) torch::manual_seed(o.seed + 7919 * group_->rank() + s_.step);
+    }
   }
 
   TrainProgress run(const TrainCallback& on_log) {
-    fs::create_directories(o_.output_dir);
-    const fs::path log_path = fs::path(o_.output_dir) / "train_log.csv";
-    const bool new_log = !fs::exists(log_path) || !o_.resume;
-    std::ofstream log(log_path, new_log ? std::ios::trunc : std::ios::app);
-    if (!log) throw Error(log_path.string() + ": cannot write the training log");
-    if (new_log) log << "step,loss,num_scales,target_ema,lr,images_per_second\n";
+    const bool main = group_->is_main();
+    std::ofstream log;
+    if (main) {
+      fs::create_directories(o_.output_dir);
+      const fs::path log_path = fs::path(o_.output_dir) / "train_log.csv";
+      const bool new_log = !fs::exists(log_path) || !o_.resume;
+      log.open(log_path, new_log ? std::ios::trunc : std::ios::app);
+      if (!log) throw Error(log_path.string() + ": cannot write the training log");
+      if (new_log) log << "step,loss,num_scales,target_ema,lr,images_per_second\n";
+    }
 
     g_interrupted = false;
     auto previous = std::signal(SIGINT, on_sigint);
@@ -127,31 +160,35 @@ class Trainer {
         return false;
       return true;
     };
-    while (s_.step < o_.total_steps && !g_interrupted && budget_left()) {
+    // Every rank stops at the same step: one rank's Ctrl-C or time budget stops them all.
+    while (s_.step < o_.total_steps && !group_->any(g_interrupted || !budget_left())) {
       const double loss = step(p);
       loss_sum += loss;
       ++loss_count;
-      images_since += o_.batch_size;
+      images_since += o_.batch_size * group_->world_size();
       ++s_.step;
       p.step = s_.step;
       if (s_.step % o_.log_every == 0 || s_.step == o_.total_steps) {
         const auto now = std::chrono::steady_clock::now();
         p.images_per_second = images_since / std::chrono::duration<double>(now - t0).count();
-        p.loss = loss_sum / loss_count;
+        p.loss = group_->mean(loss_sum / loss_count);
         t0 = now;
         images_since = 0;
         loss_sum = 0;
         loss_count = 0;
-        log << p.step << "," << p.loss << "," << p.num_scales << "," << p.target_ema << ","
-            << current_lr() << "," << p.images_per_second << "\n";
-        log.flush();
-        if (on_log) on_log(p);
+        if (main) {
+          log << p.step << "," << p.loss << "," << p.num_scales << "," << p.target_ema << ","
+              << current_lr() << "," << p.images_per_second << "\n";
+          log.flush();
+          if (on_log) on_log(p);
+        }
       }
+      if (!main) continue;
       if (o_.sample_every > 0 && s_.step % o_.sample_every == 0) write_samples();
       if (o_.checkpoint_every > 0 && s_.step % o_.checkpoint_every == 0) checkpoint(p);
     }
     std::signal(SIGINT, previous);
-    checkpoint(p);
+    if (main) checkpoint(p);
     return p;
   }
 
@@ -160,9 +197,16 @@ class Trainer {
     return o_.lr * warmup_factor(s_.step, o_.warmup);
   }
 
+  // Every rank draws the whole global batch from the same generator and keeps its own slice, so
+  // W processes with batch B see exactly what one process with batch W·B sees.
+  int64_t global_batch() const { return o_.batch_size * group_->world_size(); }
+  at::Tensor mine(const at::Tensor& global) const {
+    return global.narrow(0, o_.batch_size * group_->rank(), o_.batch_size);
+  }
+
   Batch draw_batch() {
-    const auto idx = at::randint(0, static_cast<int64_t>(data_.size()), {o_.batch_size},
-                                 s_.generator, at::TensorOptions().dtype(at::kLong));
+    const auto idx = mine(at::randint(0, static_cast<int64_t>(data_.size()), {global_batch()},
+                                      s_.generator, at::TensorOptions().dtype(at::kLong)));
     Batch b;
     b.x = data_.images.index_select(0, idx);
     if (conditional_) b.labels = data_.labels.index_select(0, idx);
@@ -193,11 +237,13 @@ class Trainer {
       at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
     }
     const Batch b = draw_batch();
-    const auto z = at::randn(b.x.sizes(), s_.generator, at::TensorOptions().dtype(at::kFloat));
+    auto global_shape = b.x.sizes().vec();
+    global_shape[0] = global_batch();
+    const auto z = mine(at::randn(global_shape, s_.generator, at::TensorOptions().dtype(at::kFloat)));
     at::Tensor loss;
     if (o_.method == "edm") {
       const auto sigma =
-          (at::randn({o_.batch_size}, s_.generator, at::TensorOptions().dtype(at::kFloat)) *
+          (mine(at::randn({global_batch()}, s_.generator, at::TensorOptions().dtype(at::kFloat))) *
                o_.edm_p_std + o_.edm_p_mean).exp();
       const double sd = o_.scheduler.sigma_data;
       const auto d = edm_denoise(*s_.online, b.x + sigma.reshape({-1, 1, 1, 1}) * z, sigma,
@@ -216,10 +262,10 @@ class Trainer {
       at::Tensor idx;
       if (ict) {
         const auto probs = at::tensor(lognormal_index_probs(grid, o_.p_mean, o_.p_std), at::kDouble);
-        idx = at::multinomial(probs, o_.batch_size, /*replacement=*/true, s_.generator);
+        idx = mine(at::multinomial(probs, global_batch(), /*replacement=*/true, s_.generator));
       } else {
-        idx = at::randint(0, n - 1, {o_.batch_size}, s_.generator,
-                          at::TensorOptions().dtype(at::kLong));
+        idx = mine(at::randint(0, n - 1, {global_batch()}, s_.generator,
+                               at::TensorOptions().dtype(at::kLong)));
       }
       const auto s_lo = take(grid, idx), s_hi = take(grid, idx + 1);
       const auto x_hi = b.x + s_hi.reshape({-1, 1, 1, 1}) * z;
@@ -256,6 +302,7 @@ class Trainer {
     }
     s_.optimizer->zero_grad();
     loss.backward();
+    group_->average_gradients(s_.online->parameters());
     if (o_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(s_.online->parameters(), o_.grad_clip);
     s_.optimizer->step();
     if (s_.target) lerp_weights(s_.target, s_.online, p.target_ema);
@@ -310,6 +357,7 @@ class Trainer {
   bool conditional_ = false;
   TrainState s_;
   UNet2DModel teacher_{nullptr};
+  std::unique_ptr<ProcessGroup> group_;
 };
 
 }  // namespace

@@ -22,7 +22,7 @@ struct TrainArgs {
   double dropout = 0.0;
   int sample_size = 28;
   int in_channels = 1;
-  int num_classes = 10;  // 0: unconditional
+  int num_classes = -1;  // -1: the data's class count; 0: unconditional
   int threads = 0;
 };
 
@@ -49,6 +49,7 @@ UNetConfig architecture(const TrainArgs& a) {
   c.resnet_time_scale_shift = "scale_shift";
   c.dropout = a.dropout;
   if (a.num_classes > 0) c.num_class_embeds = a.num_classes;
+  if (a.num_classes < -1) throw Error("--num-classes: must be 0 or more");
   c.validate("--channels/--layers-per-block/--head-dim/--norm-groups");
   return c;
 }
@@ -56,7 +57,10 @@ UNetConfig architecture(const TrainArgs& a) {
 int run_train(TrainArgs& a) {
   set_threads(a.threads);
   a.o.unet = architecture(a);
-  if (a.o.resume) {
+  a.o.classes_from_data = a.unet_config.empty() && a.num_classes == -1;
+  a.o.distributed = distributed_from_env();
+  const bool main = a.o.distributed.rank == 0;
+  if (a.o.resume && main) {
     std::fprintf(stderr, "resuming %s from step %lld\n", a.o.output_dir.c_str(),
                  static_cast<long long>(checkpoint_step(a.o.output_dir)));
   }
@@ -73,7 +77,7 @@ int run_train(TrainArgs& a) {
                  static_cast<long long>(p.num_scales), p.target_ema, p.images_per_second, elapsed,
                  left);
   });
-  std::printf("%s/checkpoint\n", a.o.output_dir.c_str());
+  if (main) std::printf("%s/checkpoint\n", a.o.output_dir.c_str());
   return p.step >= a.o.total_steps ? 0 : 130;  // 130: stopped by Ctrl-C, checkpoint written
 }
 
@@ -84,14 +88,21 @@ Runner add_train(CLI::App& app) {
   auto& o = a->o;
   app.add_option("--method", o.method, "ict (default), ct, cd or edm (a teacher for cd)")
       ->capture_default_str();
-  app.add_option("--data", o.data, "fashion-mnist[:train|:test]")->capture_default_str();
+  app.add_option("--data", o.data,
+                 "fashion-mnist[:train|:test], or a folder of PNG/JPEG images (one sub-folder per "
+                 "class, or none), resized to --sample-size")
+      ->capture_default_str();
   app.add_option("--data-limit", o.data_limit, "use only the first N images");
   app.add_option("-o,--output", o.output_dir, "run folder (checkpoint/, samples/, train_log.csv)")
       ->capture_default_str();
   app.add_option("--teacher", o.teacher, "cd: folder of an EDM-trained UNet (cm train --method edm)");
   app.add_option("--steps", o.total_steps, "total training steps K")->capture_default_str();
-  app.add_option("-n,--batch-size", o.batch_size, "images per step")->capture_default_str();
-  app.add_option("--lr", o.lr, "Adam learning rate")->capture_default_str();
+  app.add_option("-n,--batch-size", o.batch_size,
+                 "images per step and process (torchrun-style RANK/WORLD_SIZE/MASTER_ADDR/"
+                 "MASTER_PORT in the environment start data-parallel training)")
+      ->capture_default_str();
+  app.add_option("--optimizer", o.optimizer, "adam or radam")->capture_default_str();
+  app.add_option("--lr", o.lr, "learning rate")->capture_default_str();
   app.add_option("--warmup", o.warmup, "linear learning-rate warm-up steps")->capture_default_str();
   app.add_option("--grad-clip", o.grad_clip, "max gradient norm (0: off)")->capture_default_str();
   app.add_option("--ema-rate", o.ema_rate, "EMA rate of the sampling weights")
@@ -124,8 +135,8 @@ Runner add_train(CLI::App& app) {
   app.add_option("--dropout", a->dropout)->capture_default_str();
   app.add_option("--sample-size", a->sample_size)->capture_default_str();
   app.add_option("--in-channels", a->in_channels)->capture_default_str();
-  app.add_option("--num-classes", a->num_classes, "0 for an unconditional model")
-      ->capture_default_str();
+  app.add_option("--num-classes", a->num_classes,
+                 "class embeddings (default: the data's class count; 0: unconditional)");
   app.add_option("-t,--threads", a->threads, "CPU threads (default: all)");
   return [a] { return run_train(*a); };
 }

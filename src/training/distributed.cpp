@@ -1,0 +1,133 @@
+#include "training/distributed.h"
+
+// Debian builds LibTorch with Gloo; its header only declares the process group when told so
+// (TorchConfig usually says it already).
+#ifndef USE_C10D_GLOO
+#define USE_C10D_GLOO
+#endif
+
+#include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
+#include <cstdlib>
+
+#include "cm/error.h"
+
+namespace cm {
+
+namespace {
+
+int env_int(const char* name, int fallback, int min_value) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const long x = std::strtol(v, &end, 10);
+  if (*end != '\0' || x < min_value || x > 65535)
+    throw Error(std::string(name) + ": '" + v + "' is not a valid value");
+  return static_cast<int>(x);
+}
+
+}  // namespace
+
+DistributedOptions distributed_from_env() {
+  DistributedOptions d;
+  d.world_size = env_int("WORLD_SIZE", 1, 1);
+  d.rank = env_int("RANK", 0, 0);
+  if (const char* a = std::getenv("MASTER_ADDR"); a && *a) d.master_addr = a;
+  d.master_port = env_int("MASTER_PORT", d.master_port, 1);
+  return d;
+}
+
+namespace training {
+
+struct ProcessGroup::Impl {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+};
+
+ProcessGroup::ProcessGroup(const DistributedOptions& o) : rank_(o.rank), world_size_(o.world_size) {
+  if (o.world_size < 1) throw Error("WORLD_SIZE: must be at least 1");
+  if (o.rank < 0 || o.rank >= o.world_size)
+    throw Error("RANK: " + std::to_string(o.rank) + " is outside [0, WORLD_SIZE=" +
+                std::to_string(o.world_size) + ")");
+  if (o.world_size == 1) return;
+  const std::string where = o.master_addr + ":" + std::to_string(o.master_port);
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(o.timeout_seconds * 1000));
+  impl_ = std::make_unique<Impl>();
+  try {
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<uint16_t>(o.master_port);
+    so.isServer = o.rank == 0;
+    so.numWorkers = static_cast<size_t>(o.world_size);
+    so.timeout = timeout;
+    impl_->store = c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
+    auto go = c10d::ProcessGroupGloo::Options::create(timeout);
+    // GLOO_SOCKET_IFNAME picks the network interface, as in PyTorch; otherwise the interface
+    // that reaches MASTER_ADDR's own host name resolution (loopback for a one-machine run).
+    if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname)
+      go->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+    else if (o.master_addr == "127.0.0.1" || o.master_addr == "localhost")
+      go->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+    else
+      go->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, o.rank,
+                                                                o.world_size, go);
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    if (const auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+    throw Error("distributed rendezvous at " + where + " (rank " + std::to_string(o.rank) +
+                " of " + std::to_string(o.world_size) + ") failed: " + msg);
+  }
+}
+
+ProcessGroup::~ProcessGroup() = default;
+
+void ProcessGroup::average_gradients(const std::vector<at::Tensor>& params) {
+  if (world_size_ == 1) return;
+  std::vector<at::Tensor> grads;
+  for (const auto& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return;
+  std::vector<at::Tensor> flat{at::cat(
+      [&] {
+        std::vector<at::Tensor> v;
+        for (const auto& g : grads) v.push_back(g.reshape(-1));
+        return v;
+      }())};
+  impl_->group->allreduce(flat)->wait();
+  flat[0].div_(world_size_);
+  int64_t offset = 0;
+  for (auto& g : grads) {
+    const int64_t n = g.numel();
+    g.copy_(flat[0].narrow(0, offset, n).view_as(g));
+    offset += n;
+  }
+}
+
+void ProcessGroup::broadcast(const std::vector<at::Tensor>& tensors) {
+  if (world_size_ == 1) return;
+  for (const auto& t : tensors) {
+    std::vector<at::Tensor> one{t.is_contiguous() ? t : t.contiguous()};
+    impl_->group->broadcast(one)->wait();
+    if (!one[0].is_same(t)) t.copy_(one[0]);
+  }
+}
+
+double ProcessGroup::mean(double value) {
+  if (world_size_ == 1) return value;
+  std::vector<at::Tensor> t{at::tensor({value}, at::kDouble)};
+  impl_->group->allreduce(t)->wait();
+  return t[0].item<double>() / world_size_;
+}
+
+bool ProcessGroup::any(bool flag) {
+  if (world_size_ == 1) return flag;
+  std::vector<at::Tensor> t{at::tensor({flag ? 1.0 : 0.0}, at::kDouble)};
+  impl_->group->allreduce(t)->wait();
+  return t[0].item<double>() > 0;
+}
+
+}  // namespace training
+}  // namespace cm

@@ -1,0 +1,41 @@
+// Data-parallel training over PyTorch's c10d: a TCPStore rendezvous at MASTER_ADDR:MASTER_PORT
+// (rank 0 serves it) and a Gloo process group. Keeps c10d out of every other file.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "cm/training.h"
+
+namespace cm::training {
+
+class ProcessGroup {
+ public:
+  // world_size 1 makes no connection and every collective a no-op. Otherwise blocks until all
+  // ranks have joined (a cm::Error naming the address after options.timeout_seconds).
+  explicit ProcessGroup(const DistributedOptions& options);
+  ~ProcessGroup();
+  ProcessGroup(const ProcessGroup&) = delete;
+  ProcessGroup& operator=(const ProcessGroup&) = delete;
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+  bool is_main() const { return rank_ == 0; }
+
+  // Replaces each defined gradient by its mean over the ranks (one all-reduce of a flat buffer).
+  void average_gradients(const std::vector<at::Tensor>& params);
+  // Copies rank 0's values into every rank's tensors (in place).
+  void broadcast(const std::vector<at::Tensor>& tensors);
+  double mean(double value);
+  bool any(bool flag);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int rank_ = 0;
+  int world_size_ = 1;
+};
+
+}  // namespace cm::training

@@ -1,0 +1,107 @@
+// Data-parallel training through c10d/Gloo, run as a user would: two `cm train` processes on
+// 127.0.0.1 with batch B must end where one process with batch 2B ends.
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "io/state_dict.h"
+#include "run_cm.h"
+#include "temp_dir_test.h"
+
+namespace cm::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A port nobody listens on right now: bind to port 0 and let the kernel choose.
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    ::close(fd);
+    return 0;
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::string train_args(const std::string& out, int batch, const std::string& steps_and_lr =
+                                                               "--steps 4 --lr 2e-3") {
+  return "train --data fashion-mnist:test --data-limit 64 --channels 8,16 --layers-per-block 1 "
+         "--head-dim 8 --norm-groups 4 --warmup 2 --checkpoint-every 0 --sample-every 0 "
+         "--log-every 1 --seed 3 -t 1 " + steps_and_lr + " -n " + std::to_string(batch) +
+         " -o " + out;
+}
+
+std::map<std::string, at::Tensor> state(const std::string& run) {
+  return read_state_dict(run + "/checkpoint/training_state.safetensors");
+}
+
+class Distributed : public TempDirTest {};
+
+TEST_F(Distributed, TwoProcessesWithBatchBMatchOneProcessWithBatch2B) {
+  const auto single = run_cm(train_args(path("single"), 4) + " -q");
+  ASSERT_EQ(single.status, 0) << single.output;
+
+  const int port = free_port();
+  ASSERT_GT(port, 0);
+  const std::string env =
+      "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " WORLD_SIZE=2";
+  const std::string cm = std::string(CM_BINARY) + " " + train_args(path("pair"), 2);
+  // Rank 1 in the background (its output kept in a file), rank 0 in front; both must succeed.
+  const auto pair = run_shell("RANK=1 " + env + " " + cm + " > " + path("rank1.log") +
+                              " 2>&1 & RANK=0 " + env + " " + cm + " 2>&1; s0=$?; wait $!; "
+                              "s1=$?; cat " + path("rank1.log") + "; exit $((s0 | s1))");
+  ASSERT_EQ(pair.status, 0) << pair.output;
+  // Rank 0 alone logs progress and writes the checkpoint.
+  EXPECT_NE(pair.output.find("step 4/4"), std::string::npos) << pair.output;
+
+  const auto a = state(path("single")), b = state(path("pair"));
+  ASSERT_EQ(a.size(), b.size());
+  int compared = 0;
+  for (const auto& [key, value] : a) {
+    if (key.rfind("rng.", 0) == 0) continue;  // rank 0's dropout generator differs by design
+    // Softmax ignores a shift shared by a row's logits, so the key bias's gradient is zero in exact
+    // arithmetic and rounding noise alone; Adam divides that noise by its own size, so the weight
+    // wanders by ~lr in a direction set by rounding. Its Adam moments (≈ 0) are still compared.
+    if (key.find("to_k.bias") != std::string::npos && key.rfind("adam.", 0) != 0) continue;
+    ASSERT_TRUE(b.count(key)) << key;
+    const auto& other = b.at(key);
+    if (value.is_floating_point()) {
+      EXPECT_TRUE(at::allclose(value, other, 1e-4, 1e-6))
+          << key << ": max difference " << (value - other).abs().max().item<double>();
+      ++compared;
+    } else {
+      EXPECT_TRUE(at::equal(value, other)) << key;
+    }
+  }
+  EXPECT_GT(compared, 50);
+  // The weights moved: the comparison is not between two untouched initialisations.
+  const auto init = run_cm(train_args(path("init"), 4, "--steps 1 --lr 0") + " -q");
+  ASSERT_EQ(init.status, 0) << init.output;
+  EXPECT_FALSE(at::allclose(state(path("init")).at("online.conv_in.weight"),
+                            a.at("online.conv_in.weight"), 1e-4, 1e-6));
+}
+
+TEST_F(Distributed, BadRankIsAOneLineError) {
+  const auto r = run_shell("RANK=2 WORLD_SIZE=2 " + std::string(CM_BINARY) + " " +
+                           train_args(path("bad"), 2) + " 2>&1");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("RANK"), std::string::npos) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  const auto w = run_shell("WORLD_SIZE=two " + std::string(CM_BINARY) + " " +
+                           train_args(path("bad"), 2) + " 2>&1");
+  EXPECT_NE(w.status, 0);
+  EXPECT_NE(w.output.find("WORLD_SIZE: 'two'"), std::string::npos) << w.output;
+}
+
+}  // namespace
+}  // namespace cm::test
