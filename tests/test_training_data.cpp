@@ -101,6 +101,8 @@ TEST_F(ImageFolder, TrainsAClassConditionalModelWithTheFolderClassNames) {
   ASSERT_TRUE(config.num_class_embeds.has_value());
   EXPECT_EQ(*config.num_class_embeds, 2);
   EXPECT_EQ(config.in_channels, 3);
+  EXPECT_EQ(read_class_names(path("run/checkpoint")),
+            (std::vector<std::string>{"circle", "square"}));
 }
 
 // RAdam, written out per element in double precision: the first steps use the un-rectified
