@@ -6,6 +6,7 @@
 #include "cm/training.h"
 #include "golden.h"
 #include "io/state_dict.h"
+#include "training/autocast.h"
 #include "training/ode.h"
 #include "training/schedules.h"
 
@@ -181,6 +182,39 @@ TEST_F(TrainingRun, EveryMethodLowersItsLoss) {
     for (int i = 0; i < 8; ++i) first += losses[i], last += losses[losses.size() - 1 - i];
     EXPECT_LT(last, first) << "first 8: " << first / 8 << ", last 8: " << last / 8;
   }
+}
+
+TEST_F(TrainingRun, Bf16AutocastComputesInBfloat16AndStillLearns) {
+  auto o = tiny_options((dir_ / "bf16").string(), "ict");
+  o.unet.dropout = 0;
+  torch::manual_seed(0);
+  UNet2DModel unet(o.unet);
+  const auto x = at::randn({2, 1, 28, 28});
+  const auto t = at::full({2}, 0.5);
+  const auto labels = at::tensor({1, 2}, at::kLong);
+  const auto f32 = unet->forward(x, t, labels);
+  at::Tensor bf16;
+  {
+    const Bf16Autocast autocast(true);
+    bf16 = unet->forward(x, t, labels);
+  }
+  EXPECT_EQ(f32.scalar_type(), at::kFloat);
+  EXPECT_EQ(bf16.scalar_type(), at::kBFloat16);  // the convolutions really ran in bfloat16
+  const double scale = f32.abs().max().item<double>();
+  EXPECT_LT((bf16.to(at::kFloat) - f32).abs().max().item<double>(), 0.05 * scale);
+
+  o.bf16 = true;
+  o.total_steps = 40;
+  o.data_limit = 8;
+  o.ict_s0 = o.ict_s1 = 10;
+  std::vector<double> losses;
+  train(o, [&](const TrainProgress& p) { losses.push_back(p.loss); });
+  ASSERT_EQ(losses.size(), 40u);
+  double first = 0, last = 0;
+  for (int i = 0; i < 8; ++i) first += losses[i], last += losses[losses.size() - 1 - i];
+  EXPECT_LT(last, first) << "first 8: " << first / 8 << ", last 8: " << last / 8;
+  // The weights stay float32: autocast changes the arithmetic, not what is saved.
+  EXPECT_EQ(saved_state(o.output_dir).at("online.conv_in.weight").scalar_type(), at::kFloat);
 }
 
 TEST_F(TrainingRun, SavedFolderLoadsAsADiffusersPipeline) {

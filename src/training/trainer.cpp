@@ -2,7 +2,6 @@
 // method's loss, average the gradients over the processes, Adam (or RAdam) step with warm-up and
 // clipping, update target and EMA weights.
 #include <ATen/CPUGeneratorImpl.h>
-#include <ATen/autocast_mode.h>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -16,6 +15,7 @@
 #include "cm/safetensors.h"
 #include "cm/pipeline.h"
 #include "cm/training.h"
+#include "training/autocast.h"
 #include "training/checkpoint.h"
 #include "training/data.h"
 #include "training/distributed.h"
@@ -69,10 +69,6 @@ class Trainer {
       throw Error("--method: unknown value '" + o.method + "' (ict, ct, cd, edm)");
     if (o.total_steps < 1) throw Error("--steps: must be at least 1");
     if (o.batch_size < 1) throw Error("--batch-size: must be at least 1");
-    // LibTorch 1.13's CPU autocast mixes bfloat16 and float32 operands somewhere in this UNet's
-    // forward or backward ("expected scalar type BFloat16 but found Float"); until that is found,
-    // refuse clearly rather than fail on the first step.
-    if (o.bf16) throw Error("--bf16: bfloat16 autocast training is not working yet; train in float32");
     if (o.optimizer != "adam" && o.optimizer != "radam")
       throw Error("--optimizer: unknown value '" + o.optimizer + "' (adam, radam)");
     data_ = load_dataset(o.data, o.data_limit, o.unet.sample_size, o.unet.in_channels);
@@ -228,18 +224,8 @@ class Trainer {
     return out;
   }
 
-  double step(TrainProgress& p) {
-    const double lr = current_lr();
-    for (auto& group : s_.optimizer->param_groups())
-      static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
-    if (o_.bf16) {
-      at::autocast::set_cpu_enabled(true);
-      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-    }
-    const Batch b = draw_batch();
-    auto global_shape = b.x.sizes().vec();
-    global_shape[0] = global_batch();
-    const auto z = mine(at::randn(global_shape, s_.generator, at::TensorOptions().dtype(at::kFloat)));
+  // The method's loss on this rank's slice of the batch; sets p's N(k) and μ(k).
+  at::Tensor compute_loss(const Batch& b, const at::Tensor& z, TrainProgress& p) {
     at::Tensor loss;
     if (o_.method == "edm") {
       const auto sigma =
@@ -296,9 +282,21 @@ class Trainer {
                      : o_.method == "cd" ? o_.cd_target_ema
                                          : 0.0;
     }
-    if (o_.bf16) {
-      at::autocast::set_cpu_enabled(false);
-      at::autocast::clear_cache();
+    return loss;
+  }
+
+  double step(TrainProgress& p) {
+    const double lr = current_lr();
+    for (auto& group : s_.optimizer->param_groups())
+      static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+    const Batch b = draw_batch();
+    auto global_shape = b.x.sizes().vec();
+    global_shape[0] = global_batch();
+    const auto z = mine(at::randn(global_shape, s_.generator, at::TensorOptions().dtype(at::kFloat)));
+    at::Tensor loss;
+    {
+      const Bf16Autocast autocast(o_.bf16);  // the forward passes; backward follows their dtypes
+      loss = compute_loss(b, z, p);
     }
     s_.optimizer->zero_grad();
     loss.backward();
