@@ -5,6 +5,7 @@
 #include "cm/unet.h"
 #include "golden.h"
 #include "io/state_dict.h"
+#include "models/layers.h"
 
 namespace cm::test {
 namespace {
@@ -120,6 +121,56 @@ TEST(UNetVariants, OtherSupportedArchitecturesRun) {
       EXPECT_TRUE(out.isfinite().all().item<bool>());
     }
   }
+}
+
+// load_unet copies each tensor once from the mapped file into storage of the final dtype and
+// layout: nothing may be lost or reordered on the way.
+TEST(UNetLoad, WeightsEqualTheFileBitForBitInChannelsLast) {
+  const Golden& g = golden(golden_names().front());
+  const std::string unet_dir = (fs::path(g.model_dir) / "unet").string();
+  const auto file = read_state_dict(unet_dir + "/diffusion_pytorch_model.safetensors");
+  for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+    SCOPED_TRACE(c10::toString(dtype));
+    auto unet = load_unet(unet_dir, dtype, at::kCPU, "", at::MemoryFormat::ChannelsLast);
+    const auto state = unet->state_dict();
+    ASSERT_EQ(state.size(), file.size());
+    for (const auto& [key, value] : state) {
+      ASSERT_TRUE(file.count(key)) << key;
+      EXPECT_EQ(value.scalar_type(), dtype) << key;
+      EXPECT_TRUE(at::equal(value, file.at(key).to(dtype))) << key;
+      if (value.dim() == 4)
+        EXPECT_TRUE(value.is_contiguous(at::MemoryFormat::ChannelsLast)) << key;
+    }
+  }
+}
+
+// The model's own Conv2d and Linear stand in for torch::nn's: same draws for the same seed, same
+// outputs; and skipping the initialisation draws nothing at all.
+TEST(UNetLoad, LayersInitialiseAndRunAsTorchNn) {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(7);
+  torch::nn::Conv2d ref_conv(torch::nn::Conv2dOptions(5, 6, 3).stride(2).padding(1));
+  torch::nn::Linear ref_linear(7, 3);
+  torch::manual_seed(7);
+  models::Conv2d conv(5, 6, 3, /*stride=*/2, /*padding=*/1);
+  models::Linear linear(7, 3);
+  EXPECT_TRUE(at::equal(conv->weight, ref_conv->weight));
+  EXPECT_TRUE(at::equal(conv->bias, ref_conv->bias));
+  EXPECT_TRUE(at::equal(linear->weight, ref_linear->weight));
+  EXPECT_TRUE(at::equal(linear->bias, ref_linear->bias));
+  const auto x = at::randn({2, 5, 9, 9});
+  EXPECT_TRUE(at::equal(conv(x), ref_conv(x)));
+  const auto v = at::randn({4, 7});
+  EXPECT_TRUE(at::equal(linear(v), ref_linear(v)));
+
+  torch::manual_seed(3);
+  const auto expected = at::randn({4});
+  torch::manual_seed(3);
+  {
+    models::SkipInitGuard skip;
+    models::Conv2d unused(5, 6, 3);
+  }
+  EXPECT_TRUE(at::equal(at::randn({4}), expected));
 }
 
 }  // namespace

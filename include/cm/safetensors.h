@@ -44,6 +44,10 @@ class SafeTensorsFile {
   // In order of their offsets in the file.
   const std::vector<TensorView>& tensors() const { return tensors_; }
   const TensorView* find(std::string_view name) const;
+  // Takes the pages of this file's tensor out of the process (the page cache keeps them, so a later
+  // read still finds them): for a loader that has copied the tensor and should not hold the file
+  // and the copy resident at once. Reading the view again afterwards is allowed, just slower.
+  void release(const TensorView& view) const;
   // The optional "__metadata__" string map.
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 

@@ -9,7 +9,6 @@
 #include <string>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/normalization.h>
 
@@ -18,6 +17,7 @@
 namespace cm {
 
 namespace models {
+class Conv2dImpl;
 class GaussianFourierProjectionImpl;
 class TimestepEmbeddingImpl;
 class MidBlockImpl;
@@ -27,9 +27,13 @@ class MidBlockImpl;
 // mid_block, each up block and conv_out: the activations diffusers' forward hooks would see.
 using ActivationHook = std::function<void(const std::string&, const at::Tensor&)>;
 
+// kRandom: torch::nn's default initialisation (training, random-weight benchmarks). kSkip: the
+// convolution and linear weights are left uninitialised, for a caller about to overwrite them all.
+enum class WeightInit { kRandom, kSkip };
+
 class UNet2DModelImpl : public torch::nn::Module {
  public:
-  explicit UNet2DModelImpl(const UNetConfig& config);
+  explicit UNet2DModelImpl(const UNetConfig& config, WeightInit init = WeightInit::kRandom);
 
   // sample [B, C, H, W]; timestep a scalar or one value per sample (any dtype, as in diffusers);
   // class_labels [B] integer labels when the model is class-conditional (or embeddings for the
@@ -45,13 +49,15 @@ class UNet2DModelImpl : public torch::nn::Module {
   bool is_class_conditional() const { return class_embedding_ != nullptr; }
 
   // Copies a state dict in (converting dtypes). Throws cm::Error listing every missing, unexpected
-  // and mis-shaped tensor at once; `source` names the file in the message.
-  void load_state_dict(const std::map<std::string, at::Tensor>& state, const std::string& source);
+  // and mis-shaped tensor at once; `source` names the file in the message. `on_copied`, if given,
+  // hears each state-dict name as soon as its tensor has been copied.
+  void load_state_dict(const std::map<std::string, at::Tensor>& state, const std::string& source,
+                       const std::function<void(const std::string&)>& on_copied = nullptr);
   std::map<std::string, at::Tensor> state_dict() const;
 
  private:
   UNetConfig config_;
-  torch::nn::Conv2d conv_in_{nullptr}, conv_out_{nullptr};
+  std::shared_ptr<models::Conv2dImpl> conv_in_, conv_out_;
   std::shared_ptr<models::GaussianFourierProjectionImpl> fourier_proj_;
   std::shared_ptr<models::TimestepEmbeddingImpl> time_embedding_;
   std::shared_ptr<torch::nn::Module> class_embedding_;
@@ -64,9 +70,11 @@ TORCH_MODULE(UNet2DModel);
 // Loads unet/config.json and the weights of a diffusers UNet folder, in `dtype` on `device`
 // (converted from the stored dtype): diffusion_pytorch_model[.variant].safetensors, or the shards
 // listed by diffusion_pytorch_model.safetensors.index[.variant].json. A variant ("fp16") that is
-// absent is an error, never a silent fallback.
+// absent is an error, never a silent fallback. The file is mapped and each tensor copied once,
+// straight into its parameter in `dtype`, on `device`, with 4-d weights in `weight_format`.
 UNet2DModel load_unet(const std::string& unet_dir, at::ScalarType dtype = at::kFloat,
-                      const at::Device& device = at::kCPU, const std::string& variant = "");
+                      const at::Device& device = at::kCPU, const std::string& variant = "",
+                      at::MemoryFormat weight_format = at::MemoryFormat::Contiguous);
 // Writes a diffusers UNet folder: config.json and diffusion_pytorch_model.safetensors.
 void save_unet(UNet2DModel& unet, const std::string& unet_dir);
 

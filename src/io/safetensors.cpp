@@ -305,6 +305,16 @@ SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
   }
 }
 
+void SafeTensorsFile::release(const TensorView& view) const {
+  // Only whole pages inside the tensor: the partial pages at its ends may hold its neighbours.
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<std::uintptr_t>(view.data);
+  const std::uintptr_t first = (begin + page - 1) / page * page;
+  const std::uintptr_t last = (begin + view.nbytes) / page * page;
+  // Advice on a read-only private mapping never loses data, so a failure is harmless.
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 SafeTensorsFile::~SafeTensorsFile() {
   if (mapping_ != nullptr) ::munmap(mapping_, mapping_size_);
 }

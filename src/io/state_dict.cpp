@@ -50,6 +50,24 @@ std::map<std::string, at::Tensor> read_state_dict(const std::string& path) {
   return out;
 }
 
+void MappedStateDict::add(SafeTensorsFile file) {
+  files_.push_back(std::move(file));
+  const size_t index = files_.size() - 1;
+  const SafeTensorsFile& added = files_.back();
+  for (const auto& view : added.tensors()) {
+    const auto type = to_scalar_type(view.dtype, added.path() + ": tensor '" + view.name + "'");
+    auto t = at::from_blob(const_cast<void*>(view.data), view.shape,
+                           at::TensorOptions().dtype(type));
+    if (tensors_.emplace(view.name, std::move(t)).second)
+      views_.emplace(view.name, std::make_pair(index, &view));
+  }
+}
+
+void MappedStateDict::release(const std::string& name) const {
+  const auto it = views_.find(name);
+  if (it != views_.end()) files_[it->second.first].release(*it->second.second);
+}
+
 void write_state_dict(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                       const std::map<std::string, std::string>& metadata) {
   std::vector<at::Tensor> keep;  // owns the CPU copies while the views point at them

@@ -16,10 +16,10 @@ AttentionImpl::AttentionImpl(int64_t channels, int64_t head_dim, double eps,
         torch::nn::GroupNorm(torch::nn::GroupNormOptions(*norm_groups, channels).eps(eps)));
   }
   const int64_t inner = heads_ * head_dim;
-  to_q = register_module("to_q", torch::nn::Linear(channels, inner));
-  to_k = register_module("to_k", torch::nn::Linear(channels, inner));
-  to_v = register_module("to_v", torch::nn::Linear(channels, inner));
-  to_out = register_module("to_out", torch::nn::ModuleList(torch::nn::Linear(inner, channels),
+  to_q = register_module("to_q", Linear(channels, inner));
+  to_k = register_module("to_k", Linear(channels, inner));
+  to_v = register_module("to_v", Linear(channels, inner));
+  to_out = register_module("to_out", torch::nn::ModuleList(Linear(inner, channels),
                                                            torch::nn::Dropout(0.0)));
 }
 
@@ -47,7 +47,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x) {
   auto o = at::bmm(probs, v);
   const int64_t d = o.size(2);
   o = o.reshape({b, heads_, tokens, d}).permute({0, 2, 1, 3}).reshape({b, tokens, heads_ * d});
-  o = to_out[0]->as<torch::nn::Linear>()->forward(o);
+  o = to_out[0]->as<Linear>()->forward(o);
   o = o.transpose(1, 2).reshape({b, c, hgt, wid});
   o = o + x;
   if (rescale_output_factor_ != 1.0) o = o / rescale_output_factor_;

@@ -2,7 +2,8 @@
 #pragma once
 
 #include <torch/nn/module.h>
-#include <torch/nn/modules/linear.h>
+
+#include "models/layers.h"
 
 namespace cm::models {
 
@@ -34,7 +35,7 @@ class TimestepEmbeddingImpl : public torch::nn::Module {
  public:
   TimestepEmbeddingImpl(int64_t in_channels, int64_t time_embed_dim);
   at::Tensor forward(const at::Tensor& x);
-  torch::nn::Linear linear_1{nullptr}, linear_2{nullptr};
+  Linear linear_1{nullptr}, linear_2{nullptr};
 };
 TORCH_MODULE(TimestepEmbedding);
 

@@ -3,9 +3,8 @@
 namespace cm::models {
 namespace {
 
-torch::nn::Conv2d conv3x3(int64_t in, int64_t out, int64_t stride = 1, int64_t padding = 1) {
-  return torch::nn::Conv2d(
-      torch::nn::Conv2dOptions(in, out, 3).stride(stride).padding(padding).bias(true));
+Conv2d conv3x3(int64_t in, int64_t out, int64_t stride = 1, int64_t padding = 1) {
+  return Conv2d(in, out, 3, stride, padding);
 }
 
 torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels, double eps) {
@@ -28,14 +27,13 @@ ResnetBlock2DImpl::ResnetBlock2DImpl(const ResnetOptions& o) : options_(o) {
   norm1 = register_module("norm1", group_norm(o.groups, o.in_channels, o.eps));
   conv1 = register_module("conv1", conv3x3(o.in_channels, o.out_channels));
   const int64_t proj = o.scale_shift ? 2 * o.out_channels : o.out_channels;
-  time_emb_proj = register_module("time_emb_proj", torch::nn::Linear(o.temb_channels, proj));
+  time_emb_proj = register_module("time_emb_proj", Linear(o.temb_channels, proj));
   norm2 = register_module("norm2", group_norm(o.groups, o.out_channels, o.eps));
   dropout = register_module("dropout", torch::nn::Dropout(o.dropout));
   conv2 = register_module("conv2", conv3x3(o.out_channels, o.out_channels));
   if (o.in_channels != o.out_channels) {
-    conv_shortcut = register_module(
-        "conv_shortcut",
-        torch::nn::Conv2d(torch::nn::Conv2dOptions(o.in_channels, o.out_channels, 1).bias(true)));
+    conv_shortcut =
+        register_module("conv_shortcut", Conv2d(o.in_channels, o.out_channels, /*kernel=*/1));
   }
 }
 

@@ -2,10 +2,10 @@
 #pragma once
 
 #include <torch/nn/module.h>
-#include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/dropout.h>
-#include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
+
+#include "models/layers.h"
 
 namespace cm::models {
 
@@ -28,8 +28,8 @@ class ResnetBlock2DImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& temb);
 
   torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv_shortcut{nullptr};
-  torch::nn::Linear time_emb_proj{nullptr};
+  Conv2d conv1{nullptr}, conv2{nullptr}, conv_shortcut{nullptr};
+  Linear time_emb_proj{nullptr};
   torch::nn::Dropout dropout{nullptr};
 
  private:
@@ -42,7 +42,7 @@ class Downsample2DImpl : public torch::nn::Module {
  public:
   Downsample2DImpl(int64_t channels, int64_t padding);
   at::Tensor forward(const at::Tensor& x);
-  torch::nn::Conv2d conv{nullptr};
+  Conv2d conv{nullptr};
 
  private:
   int64_t padding_;
@@ -54,7 +54,7 @@ class Upsample2DImpl : public torch::nn::Module {
  public:
   explicit Upsample2DImpl(int64_t channels);
   at::Tensor forward(const at::Tensor& x);
-  torch::nn::Conv2d conv{nullptr};
+  Conv2d conv{nullptr};
 };
 TORCH_MODULE(Upsample2D);
 

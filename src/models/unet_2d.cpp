@@ -1,3 +1,5 @@
+#include <ATen/Parallel.h>
+#include <atomic>
 #include <filesystem>
 #include <sstream>
 
@@ -6,22 +8,50 @@
 #include "io/model_weights.h"
 #include "io/state_dict.h"
 #include "models/embeddings.h"
+#include "models/layers.h"
 #include "models/unet_2d_blocks.h"
 
 namespace cm {
 
 using namespace models;
 
-UNet2DModelImpl::UNet2DModelImpl(const UNetConfig& c) : config_(c) {
+namespace {
+
+struct PendingCopy {
+  at::Tensor* target;
+  const at::Tensor* source;
+  const std::string* name;  // the state-dict key
+};
+
+// Each thread takes the next tensor until none is left, copying it single-threaded: a parallel
+// copy per tensor meant a fork and join per tensor, and equal shares per thread left one thread
+// waiting on the other; either took 3x longer than one thread whenever another process held a
+// core.
+void copy_all(const std::vector<PendingCopy>& copies,
+              const std::function<void(const std::string&)>& on_copied) {
+  std::atomic<size_t> next{0};
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
+    torch::NoGradGuard no_grad;
+    for (size_t i = next++; i < copies.size(); i = next++) {
+      copies[i].target->copy_(*copies[i].source);
+      if (on_copied) on_copied(*copies[i].name);
+    }
+  });
+}
+
+}  // namespace
+
+UNet2DModelImpl::UNet2DModelImpl(const UNetConfig& c, WeightInit init) : config_(c) {
   c.validate("UNet2DModel config");
+  std::optional<SkipInitGuard> skip;
+  if (init == WeightInit::kSkip) skip.emplace();
   const int64_t c0 = c.block_out_channels.front();
   const int64_t temb = c0 * 4;
   const int64_t groups = *c.norm_num_groups;
   const bool scale_shift = c.resnet_time_scale_shift == "scale_shift";
   const size_t levels = c.block_out_channels.size();
 
-  conv_in_ = register_module(
-      "conv_in", torch::nn::Conv2d(torch::nn::Conv2dOptions(c.in_channels, c0, 3).padding(1)));
+  conv_in_ = register_module("conv_in", std::make_shared<Conv2dImpl>(c.in_channels, c0, 3, 1, 1));
   int64_t time_input = c0;
   if (c.time_embedding_type == "fourier") {
     fourier_proj_ = register_module("time_proj", std::make_shared<GaussianFourierProjectionImpl>(c0));
@@ -101,8 +131,8 @@ UNet2DModelImpl::UNet2DModelImpl(const UNetConfig& c) : config_(c) {
   conv_norm_out_ = register_module(
       "conv_norm_out",
       torch::nn::GroupNorm(torch::nn::GroupNormOptions(groups, c0).eps(c.norm_eps)));
-  conv_out_ = register_module(
-      "conv_out", torch::nn::Conv2d(torch::nn::Conv2dOptions(c0, c.out_channels, 3).padding(1)));
+  conv_out_ =
+      register_module("conv_out", std::make_shared<Conv2dImpl>(c0, c.out_channels, 3, 1, 1));
 }
 
 at::Tensor UNet2DModelImpl::forward(const at::Tensor& sample, const at::Tensor& timestep,
@@ -143,7 +173,7 @@ at::Tensor UNet2DModelImpl::forward(const at::Tensor& sample, const at::Tensor& 
     throw Error("UNet2DModel: class_labels given, but this model is not class-conditional");
   }
 
-  at::Tensor h = conv_in_(x);
+  at::Tensor h = conv_in_->forward(x);
   record("conv_in", h);
   std::vector<at::Tensor> skips{h};
   for (size_t i = 0; i < down_blocks_->size(); ++i) {
@@ -156,7 +186,7 @@ at::Tensor UNet2DModelImpl::forward(const at::Tensor& sample, const at::Tensor& 
     h = up_blocks_[i]->as<UpBlockImpl>()->forward(h, emb, skips);
     record(("up_blocks." + std::to_string(i)).c_str(), h);
   }
-  h = conv_out_(at::silu(conv_norm_out_(h)));
+  h = conv_out_->forward(at::silu(conv_norm_out_(h)));
   record("conv_out", h);
   if (fourier_proj_) h = (h / t.reshape({-1, 1, 1, 1})).to(h.scalar_type());
   return h;
@@ -170,40 +200,45 @@ void UNet2DModelImpl::to_channels_last() {
 }
 
 void UNet2DModelImpl::load_state_dict(const std::map<std::string, at::Tensor>& state,
-                                      const std::string& source) {
+                                      const std::string& source,
+                                      const std::function<void(const std::string&)>& on_copied) {
   auto params = named_parameters(/*recurse=*/true);
   auto buffers = named_buffers(/*recurse=*/true);
   std::vector<std::string> missing, mismatched, unexpected;
   std::map<std::string, bool> used;
-  auto lookup = [&](const std::string& name) -> const at::Tensor* {
+  std::vector<PendingCopy> copies;
+  auto lookup = [&](const std::string& name) -> const std::pair<const std::string, at::Tensor>* {
     auto it = state.find(name);
     // GaussianFourierProjection registers its weight twice in diffusers ("weight" and "W").
     if (it == state.end() && name == "time_proj.weight") it = state.find("time_proj.W");
     if (it == state.end()) return nullptr;
     used[it->first] = true;
-    return &it->second;
+    return &*it;
   };
   auto assign = [&](const std::string& name, at::Tensor& target) {
-    const at::Tensor* src = lookup(name);
-    if (!src) {
+    const auto* entry = lookup(name);
+    if (!entry) {
       missing.push_back(name);
       return;
     }
+    const at::Tensor* src = &entry->second;
     if (src->sizes() != target.sizes()) {
       std::ostringstream ss;
       ss << name << " (file " << src->sizes() << ", model " << target.sizes() << ")";
       mismatched.push_back(ss.str());
       return;
     }
-    torch::NoGradGuard no_grad;
-    target.copy_(*src);
+    copies.push_back({&target, src, &entry->first});
   };
   for (auto& p : params) assign(p.key(), p.value());
   for (auto& b : buffers) assign(b.key(), b.value());
   for (const auto& [name, tensor] : state) {
     if (!used.count(name) && name != "time_proj.W") unexpected.push_back(name);
   }
-  if (missing.empty() && mismatched.empty() && unexpected.empty()) return;
+  if (missing.empty() && mismatched.empty() && unexpected.empty()) {
+    copy_all(copies, on_copied);
+    return;
+  }
   auto join = [](const std::vector<std::string>& v) {
     std::string s;
     for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
@@ -225,14 +260,27 @@ std::map<std::string, at::Tensor> UNet2DModelImpl::state_dict() const {
 }
 
 UNet2DModel load_unet(const std::string& unet_dir, at::ScalarType dtype, const at::Device& device,
-                      const std::string& variant) {
+                      const std::string& variant, at::MemoryFormat weight_format) {
   namespace fs = std::filesystem;
   if (!fs::is_directory(unet_dir)) throw Error(unet_dir + ": not a directory");
   const auto config = UNetConfig::load((fs::path(unet_dir) / "config.json").string());
-  UNet2DModel unet(config);
-  std::string weights;  // the file named in errors: filled in before load_state_dict reads it
-  unet->load_state_dict(read_model_weights(unet_dir, variant, &weights), weights);
-  unet->to(device, dtype);
+  std::string weights;  // the file named in errors
+  const MappedStateDict mapped = map_model_weights(unet_dir, variant, &weights);
+  // Every convolution and linear weight is about to be overwritten: drawing random ones first
+  // took longer than the copy. Each tensor then goes from the mapping into its final storage in
+  // one pass (dtype, device and layout converted on the way) and its mapped pages are dropped, so
+  // the file and the model are never resident together.
+  UNet2DModel unet(config, WeightInit::kSkip);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : unet->parameters()) {
+      const auto format = p.dim() == 4 ? weight_format : at::MemoryFormat::Contiguous;
+      p.set_data(at::empty(p.sizes(), p.options().dtype(dtype).device(device), format));
+    }
+    for (auto& b : unet->buffers()) b.set_data(b.to(device, dtype));
+  }
+  unet->load_state_dict(mapped.tensors(), weights,
+                        [&](const std::string& name) { mapped.release(name); });
   unet->eval();
   return unet;
 }

@@ -22,18 +22,22 @@ ConsistencyModelPipeline ConsistencyModelPipeline::from_pretrained(const std::st
   if (!fs::exists(path)) throw Error(path + ": model folder does not exist");
   if (!fs::is_directory(path)) throw Error(path + ": not a directory");
   const fs::path root(path);
+  // Loaded straight into the layout the constructor would otherwise convert to, in one copy.
+  const auto format =
+      options.device.is_cpu() ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   if (fs::exists(root / "model_index.json")) {
     PipelineIndex::load((root / "model_index.json").string());
     const fs::path sched = root / "scheduler" / "scheduler_config.json";
     const SchedulerConfig sc =
         fs::exists(sched) ? SchedulerConfig::load(sched.string()) : SchedulerConfig{};
     return ConsistencyModelPipeline(load_unet((root / "unet").string(), options.dtype,
-                                              options.device, options.variant),
+                                              options.device, options.variant, format),
                                     CMStochasticIterativeScheduler(sc));
   }
   if (fs::exists(root / "config.json")) {
-    return ConsistencyModelPipeline(load_unet(path, options.dtype, options.device, options.variant),
-                                    CMStochasticIterativeScheduler());
+    return ConsistencyModelPipeline(
+        load_unet(path, options.dtype, options.device, options.variant, format),
+        CMStochasticIterativeScheduler());
   }
   throw Error(path + ": neither a pipeline folder (model_index.json) nor a UNet folder (config.json)");
 }

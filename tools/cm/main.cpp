@@ -4,6 +4,7 @@
 #include <torch/version.h>
 #include <cstdlib>
 #include <iostream>
+#include <string>
 #include <unistd.h>
 
 #include "cm/error.h"
@@ -11,20 +12,32 @@
 
 namespace {
 
-// OpenBLAS 0.3.21 (Debian 12) predates AVX-512 CPUs such as Zen 5 and falls back to slower
-// kernels: attention and linear layers run ~2x slower. It reads OPENBLAS_CORETYPE only when it is
-// loaded, so when the user hasn't chosen one, set it and start over once.
+// OpenBLAS reads its settings only when it is loaded, so when the user hasn't chosen them, set
+// them and start over once:
+// - OPENBLAS_CORETYPE: OpenBLAS 0.3.21 (Debian 12) predates AVX-512 CPUs such as Zen 5 and falls
+//   back to slower kernels; attention and linear layers ran ~2x slower.
+// - OPENBLAS_NUM_THREADS=1: Debian's OpenBLAS keeps its own pthreads, which spin and yield
+//   between calls on the cores LibTorch's OpenMP threads (and oneDNN's convolutions) need: a
+//   float32 ImageNet-64 forward ran ~20% faster without them (docs/performance.md). Measured for
+//   sampling only, so `cm train` keeps OpenBLAS's threads.
 void select_openblas_kernels(char** argv) {
+  if (std::getenv("CM_NO_REEXEC")) return;
+  bool changed = false;
+  const bool training = argv[0] && argv[1] && std::string(argv[1]) == "train";
+  if (!std::getenv("OPENBLAS_NUM_THREADS") && !training) {
+    setenv("OPENBLAS_NUM_THREADS", "1", 1);
+    changed = true;
+  }
 #if defined(__x86_64__)
-  if (std::getenv("OPENBLAS_CORETYPE") || std::getenv("CM_NO_REEXEC")) return;
   __builtin_cpu_init();
-  if (!__builtin_cpu_supports("avx512f")) return;
-  setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
-  setenv("CM_NO_REEXEC", "1", 1);
-  execv("/proc/self/exe", argv);  // returns only on failure: carry on with the default kernels
-#else
-  (void)argv;
+  if (!std::getenv("OPENBLAS_CORETYPE") && __builtin_cpu_supports("avx512f")) {
+    setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+    changed = true;
+  }
 #endif
+  if (!changed) return;
+  setenv("CM_NO_REEXEC", "1", 1);
+  execv("/proc/self/exe", argv);  // returns only on failure: carry on with the defaults
 }
 
 }  // namespace

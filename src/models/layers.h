@@ -1,0 +1,49 @@
+// Conv2d and Linear with torch::nn's parameter names, forward and random initialisation, but
+// whose initialisation can be skipped: loading a checkpoint overwrites every weight, and drawing
+// ~300M random numbers first took longer than reading the file (docs/performance.md).
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+namespace cm::models {
+
+// While one lives, Conv2d and Linear constructed on this thread leave their parameters
+// uninitialised (at::empty) and draw nothing from the global generator.
+class SkipInitGuard {
+ public:
+  SkipInitGuard();
+  ~SkipInitGuard();
+  SkipInitGuard(const SkipInitGuard&) = delete;
+  SkipInitGuard& operator=(const SkipInitGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// torch::nn::Conv2d(Conv2dOptions(in, out, kernel).stride(stride).padding(padding)): zero
+// padding, bias, the same kaiming-uniform draws in the same order.
+class Conv2dImpl : public torch::nn::Module {
+ public:
+  Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride = 1,
+             int64_t padding = 0);
+  at::Tensor forward(const at::Tensor& x);
+
+  at::Tensor weight, bias;
+
+ private:
+  int64_t stride_, padding_;
+};
+TORCH_MODULE(Conv2d);
+
+// torch::nn::Linear(in, out) with bias.
+class LinearImpl : public torch::nn::Module {
+ public:
+  LinearImpl(int64_t in_features, int64_t out_features);
+  at::Tensor forward(const at::Tensor& x);
+
+  at::Tensor weight, bias;
+};
+TORCH_MODULE(Linear);
+
+}  // namespace cm::models
