@@ -192,7 +192,23 @@ at::Tensor UNet2DModelImpl::forward(const at::Tensor& sample, const at::Tensor& 
   return h;
 }
 
+void UNet2DModelImpl::allow_weight_prepacking(bool allow) {
+  for (auto& m : modules(/*include_self=*/false)) {
+    if (auto* conv = dynamic_cast<Conv2dImpl*>(m.get())) {
+      conv->allow_prepack(allow);
+      if (!allow) conv->unpack();
+    }
+  }
+}
+
+void UNet2DModelImpl::unpack_weights() {
+  for (auto& m : modules(/*include_self=*/false)) {
+    if (auto* conv = dynamic_cast<Conv2dImpl*>(m.get())) conv->unpack();
+  }
+}
+
 void UNet2DModelImpl::to_channels_last() {
+  unpack_weights();
   torch::NoGradGuard no_grad;
   for (auto& p : parameters()) {
     if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
@@ -202,6 +218,7 @@ void UNet2DModelImpl::to_channels_last() {
 void UNet2DModelImpl::load_state_dict(const std::map<std::string, at::Tensor>& state,
                                       const std::string& source,
                                       const std::function<void(const std::string&)>& on_copied) {
+  unpack_weights();  // a prepacked weight has no storage to copy into
   auto params = named_parameters(/*recurse=*/true);
   auto buffers = named_buffers(/*recurse=*/true);
   std::vector<std::string> missing, mismatched, unexpected;
@@ -256,6 +273,10 @@ std::map<std::string, at::Tensor> UNet2DModelImpl::state_dict() const {
   std::map<std::string, at::Tensor> out;
   for (const auto& p : named_parameters(true)) out.emplace(p.key(), p.value().detach());
   for (const auto& b : named_buffers(true)) out.emplace(b.key(), b.value().detach());
+  for (const auto& m : named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
+    const auto* conv = dynamic_cast<const Conv2dImpl*>(m.value().get());
+    if (conv && conv->is_prepacked()) out[m.key() + ".weight"] = conv->dense_weight();
+  }
   return out;
 }
 

@@ -14,7 +14,10 @@ ConsistencyModelPipeline::ConsistencyModelPipeline(UNet2DModel unet,
   unet_->eval();  // dropout off: sampling is deterministic given the seed
   // oneDNN's convolutions run about 1.4x faster on NHWC, and the attention blocks then read
   // their tokens without a transpose copy (docs/performance.md).
-  if (unet_->parameters().front().device().is_cpu()) unet_->to_channels_last();
+  if (unet_->parameters().front().device().is_cpu()) {
+    unet_->to_channels_last();
+    unet_->allow_weight_prepacking(true);
+  }
 }
 
 ConsistencyModelPipeline ConsistencyModelPipeline::from_pretrained(const std::string& path,

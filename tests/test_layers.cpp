@@ -1,0 +1,93 @@
+// Conv2d's prepacked inference path (oneDNN-blocked weights) against the plain convolution, and
+// the promise that the weights themselves never change.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "cm/unet.h"
+#include "models/layers.h"
+
+namespace cm::test {
+namespace {
+
+using models::Conv2d;
+
+TEST(Conv2dPrepack, MatchesThePlainConvolutionAndKeepsTheWeights) {
+  for (auto type : {at::kFloat, at::kBFloat16}) {
+    SCOPED_TRACE(c10::toString(type));
+    torch::manual_seed(0);
+    Conv2d conv(64, 64, 3, 1, 1);
+    conv->to(type);
+    conv->weight.set_data(conv->weight.contiguous(at::MemoryFormat::ChannelsLast));
+    const auto original = conv->weight.detach().clone();
+    // 64 channels at 4×4: the weight (36,864 values) dwarfs one sample (1,024), so it packs.
+    const auto x = at::randn({2, 64, 4, 4}).to(type).contiguous(at::MemoryFormat::ChannelsLast);
+    at::Tensor plain, packed;
+    {
+      torch::NoGradGuard no_grad;
+      plain = conv->forward(x);
+      EXPECT_FALSE(conv->is_prepacked());  // not allowed yet
+      conv->allow_prepack(true);
+      packed = conv->forward(x);
+      ASSERT_TRUE(conv->is_prepacked());
+    }
+    EXPECT_TRUE(packed.is_contiguous(at::MemoryFormat::ChannelsLast));
+    const double tol = type == at::kFloat ? 1e-5 : 2e-2;
+    EXPECT_TRUE(at::allclose(packed.to(at::kFloat), plain.to(at::kFloat), tol, tol))
+        << (packed.to(at::kFloat) - plain.to(at::kFloat)).abs().max().item<double>();
+    EXPECT_TRUE(at::equal(conv->dense_weight(), original));
+    // A forward with gradients (training) restores the plain weight, bit for bit.
+    const auto y = conv->forward(x);
+    EXPECT_FALSE(conv->is_prepacked());
+    EXPECT_TRUE(y.requires_grad());
+    EXPECT_TRUE(at::equal(conv->weight, original));
+  }
+}
+
+TEST(Conv2dPrepack, LayersWhoseInputOutweighsTheWeightStayPlain) {
+  Conv2d conv(8, 8, 3, 1, 1);
+  conv->allow_prepack(true);
+  torch::NoGradGuard no_grad;
+  conv->forward(at::randn({1, 8, 16, 16}));  // 576 weights, 2,048 inputs per sample
+  EXPECT_FALSE(conv->is_prepacked());
+}
+
+TEST(Conv2dPrepack, UNetStateDictIsUnchangedByPacking) {
+  UNetConfig c;
+  c.sample_size = 8;
+  c.in_channels = c.out_channels = 3;
+  c.block_out_channels = {32, 64};
+  c.down_block_types = {"DownBlock2D", "AttnDownBlock2D"};
+  c.up_block_types = {"AttnUpBlock2D", "UpBlock2D"};
+  c.layers_per_block = 1;
+  c.attention_head_dim = 8;
+  c.norm_num_groups = 8;
+  torch::manual_seed(1);
+  UNet2DModel unet(c);
+  unet->eval();
+  const auto before = unet->state_dict();
+  std::map<std::string, at::Tensor> copy;
+  for (const auto& [k, v] : before) copy.emplace(k, v.clone());
+  unet->to_channels_last();
+  unet->allow_weight_prepacking(true);
+  const auto x = at::randn({1, 3, 8, 8}).contiguous(at::MemoryFormat::ChannelsLast);
+  const auto t = at::full({1}, 10.0);
+  at::Tensor packed;
+  {
+    torch::NoGradGuard no_grad;
+    packed = unet->forward(x, t);
+  }
+  int n_packed = 0;
+  for (const auto& m : unet->modules(false))
+    if (auto* conv = dynamic_cast<models::Conv2dImpl*>(m.get())) n_packed += conv->is_prepacked();
+  EXPECT_GT(n_packed, 0);
+  const auto after = unet->state_dict();
+  ASSERT_EQ(after.size(), copy.size());
+  for (const auto& [k, v] : copy) EXPECT_TRUE(at::equal(after.at(k), v)) << k;
+  unet->allow_weight_prepacking(false);
+  torch::NoGradGuard no_grad;
+  const auto plain = unet->forward(x, t);
+  EXPECT_TRUE(at::allclose(packed, plain, 1e-4, 1e-5));
+}
+
+}  // namespace
+}  // namespace cm::test
