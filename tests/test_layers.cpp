@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "cm/unet.h"
+#include "models/attention.h"
 #include "models/layers.h"
 
 namespace cm::test {
@@ -87,6 +88,36 @@ TEST(Conv2dPrepack, UNetStateDictIsUnchangedByPacking) {
   torch::NoGradGuard no_grad;
   const auto plain = unet->forward(x, t);
   EXPECT_TRUE(at::allclose(packed, plain, 1e-4, 1e-5));
+}
+
+// Without gradients, Linear shares its rows and Attention its heads out over the threads; with
+// gradients both take the plain batched path. Both must give the same numbers.
+TEST(ThreadedInference, LinearRowsMatchThePlainGemm) {
+  at::set_num_threads(2);
+  torch::manual_seed(2);
+  models::Linear lin(48, 40);
+  const auto contiguous = at::randn({2, 300, 48});
+  const auto transposed = at::randn({1, 48, 300}).transpose(1, 2);  // as the attention blocks pass it
+  for (const auto& x : {contiguous, transposed}) {
+    const auto reference = at::linear(x, lin->weight, lin->bias).detach();
+    torch::NoGradGuard no_grad;
+    const auto y = lin->forward(x);
+    EXPECT_EQ(y.sizes(), reference.sizes());
+    EXPECT_TRUE(at::allclose(y, reference, 1e-6, 1e-6))
+        << (y - reference).abs().max().item<double>();
+  }
+}
+
+TEST(ThreadedInference, AttentionHeadsMatchTheBatchedPath) {
+  at::set_num_threads(2);
+  torch::manual_seed(3);
+  models::Attention attn(64, 16, 1e-5, 8, 1.0);  // 4 heads
+  const auto x = at::randn({2, 64, 12, 12}).contiguous(at::MemoryFormat::ChannelsLast);
+  const auto batched = attn->forward(x).detach();  // gradients on: the batched path
+  torch::NoGradGuard no_grad;
+  const auto threaded = attn->forward(x);
+  EXPECT_TRUE(at::allclose(threaded, batched, 1e-5, 1e-6))
+      << (threaded - batched).abs().max().item<double>();
 }
 
 }  // namespace

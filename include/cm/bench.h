@@ -42,13 +42,15 @@ struct BenchRow {
   double images_per_s = 0;
   double gflop_per_image = 0;  // UNet forwards only: steps × one forward
   double achieved_gflops = 0;
-  double peak_gflops = 0;      // large 3×3 convolution, same dtype and threads, same run
-  double fraction_of_peak = 0;
+  double peak_gflops = 0;      // large 3×3 convolution, same dtype and threads, same run: median
+                               // of one sample after each timed call
+  double fraction_of_peak = 0; // median over the timed calls of (that call's GFLOP/s / the
+                               // peak sampled right after it)
   double peak_rss_mb = 0;      // process peak resident memory after this row
 };
 
-// Peak of the convolution backend: a 256→256 3×3 NHWC convolution on 128×128, median of six
-// runs after two warm-ups.
+// Peak of the convolution backend: a 256→256 3×3 NHWC convolution on 64×64, median of six
+// samples (each the best of three calls) after a warm-up.
 double measure_conv_peak_gflops(const std::string& dtype, int threads);
 std::vector<BenchRow> run_bench(const BenchOptions& options);
 std::string bench_markdown(const std::vector<BenchRow>& rows);

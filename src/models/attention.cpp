@@ -1,9 +1,41 @@
 #include "models/attention.h"
 
+#include <ATen/Parallel.h>
 #include <cmath>
 #include <torch/nn/modules/dropout.h>
 
 namespace cm::models {
+
+namespace {
+
+// softmax(scale·q·kᵀ)·v for each of the [B·heads] slices. Batched GEMMs reach OpenBLAS one slice
+// after another on one thread (cm runs OpenBLAS single-threaded, docs/performance.md), so without
+// gradients the slices are shared out over the threads instead; each keeps its own 4 MB score
+// matrix (at 1024 tokens) rather than one [B·heads, tokens, tokens] block. Per slice it is the
+// same computation as the batched path: addmm with β = 0 and α = scale, softmax in float32.
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
+  const int64_t slices = q.size(0), tokens = q.size(1);
+  // bfloat16 batched GEMMs go to oneDNN, which threads them itself.
+  if (at::GradMode::is_enabled() || slices < 2 || q.scalar_type() != at::kFloat) {
+    auto scores = at::baddbmm(at::empty({slices, tokens, tokens}, q.options()), q,
+                              k.transpose(1, 2), /*beta=*/0, /*alpha=*/scale);
+    auto probs = scores.to(at::kFloat).softmax(-1).to(q.scalar_type());
+    return at::bmm(probs, v);
+  }
+  auto out = at::empty({slices, tokens, v.size(2)}, q.options());
+  at::parallel_for(0, slices, 1, [&](int64_t begin, int64_t end) {
+    auto scores = at::empty({tokens, tokens}, q.options());
+    for (int64_t i = begin; i < end; ++i) {
+      at::addmm_out(scores, scores, q[i], k[i].t(), /*beta=*/0, /*alpha=*/scale);
+      auto probs = scores.to(at::kFloat).softmax(-1).to(q.scalar_type());
+      auto o = out[i];
+      at::mm_out(o, probs, v[i]);
+    }
+  });
+  return out;
+}
+
+}  // namespace
 
 AttentionImpl::AttentionImpl(int64_t channels, int64_t head_dim, double eps,
                              std::optional<int64_t> norm_groups, double rescale_output_factor)
@@ -39,12 +71,9 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x) {
   auto k = split_heads(to_k(h));
   auto v = split_heads(to_v(h));
 
-  // Softmax in float32 whatever the model dtype (diffusers' upcast_softmax).
-  // baddbmm with beta 0 scales inside the GEMM, as diffusers' AttnProcessor does.
-  auto scores = at::baddbmm(at::empty({q.size(0), tokens, tokens}, q.options()), q,
-                            k.transpose(1, 2), /*beta=*/0, /*alpha=*/scale_);
-  auto probs = scores.to(at::kFloat).softmax(-1).to(q.scalar_type());
-  auto o = at::bmm(probs, v);
+  // Softmax in float32 whatever the model dtype (diffusers' upcast_softmax); β = 0 and α = scale
+  // inside the GEMM, as diffusers' AttnProcessor does.
+  auto o = attend(q, k, v, scale_);
   const int64_t d = o.size(2);
   o = o.reshape({b, heads_, tokens, d}).permute({0, 2, 1, 3}).reshape({b, tokens, heads_ * d});
   o = to_out[0]->as<Linear>()->forward(o);

@@ -1,5 +1,6 @@
 #include "models/layers.h"
 
+#include <ATen/Parallel.h>
 #include <cmath>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -86,6 +87,28 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features) {
   default_init(weight, bias);
 }
 
-at::Tensor LinearImpl::forward(const at::Tensor& x) { return at::linear(x, weight, bias); }
+at::Tensor LinearImpl::forward(const at::Tensor& x) {
+  // One GEMM reaches OpenBLAS on one thread (cm runs it single-threaded, docs/performance.md):
+  // without gradients, the rows (tokens) are shared out over the threads instead. Each row's
+  // dot products are the same; only which thread computes them changes. The attention blocks'
+  // inputs are transposed views, which BLAS reads in place.
+  const int64_t threads = at::get_num_threads();
+  // bfloat16 GEMMs go to oneDNN, which threads them itself.
+  if (at::GradMode::is_enabled() || threads < 2 || at::in_parallel_region() ||
+      x.scalar_type() != at::kFloat ||
+      (x.dim() != 2 && x.dim() != 3) || x.size(-2) < 64 * threads)
+    return at::linear(x, weight, bias);
+  const auto x3 = x.dim() == 2 ? x.unsqueeze(0) : x;
+  const int64_t rows = x3.size(1);
+  auto out = at::empty({x3.size(0), rows, weight.size(0)}, x.options());
+  const auto wt = weight.t();
+  for (int64_t b = 0; b < x3.size(0); ++b) {
+    at::parallel_for(0, rows, (rows + threads - 1) / threads, [&](int64_t begin, int64_t end) {
+      auto o = out[b].narrow(0, begin, end - begin);
+      at::addmm_out(o, bias, x3[b].narrow(0, begin, end - begin), wt);
+    });
+  }
+  return x.dim() == 2 ? out[0] : out;
+}
 
 }  // namespace cm::models
