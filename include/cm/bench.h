@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,9 @@ struct BenchOptions {
   std::vector<std::string> dtypes = {"float32"};
   std::vector<int> threads = {0};  // 0: all cores
   int repetitions = 5;             // timed runs after one warm-up; the median is reported
+  // Called before each model is loaded or built, and after its first (warm-up) call: a program
+  // can tune its allocator for each phase (cm does, tools/cm/memory_policy.h).
+  std::function<void()> before_load, after_first_call;
 };
 
 struct BenchRow {

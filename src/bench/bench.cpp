@@ -161,6 +161,7 @@ std::vector<BenchRow> run_bench(const BenchOptions& o) {
       for (int threads : o.threads) {
         const int nt = resolve_threads(threads);
         at::set_num_threads(nt);
+        if (o.before_load) o.before_load();
         const ConvPeakProbe probe(dtype_of(dtype));
         LoadOptions load;
         load.dtype = dtype_of(dtype);
@@ -194,6 +195,7 @@ std::vector<BenchRow> run_bench(const BenchOptions& o) {
             auto t = Clock::now();
             (*pipe)(g);
             r.first_call_s = seconds_since(t);
+            if (o.after_first_call) o.after_first_call();
             // This machine's speed drifts by ±30% over seconds (a shared virtual machine): each
             // timed call is followed by a peak sample, and the fraction is the median of the
             // per-call ratios, so a slow spell slows both sides of a ratio alike.

@@ -6,6 +6,7 @@
 #include "cm/bench.h"
 #include "cm/error.h"
 #include "common.h"
+#include "memory_policy.h"
 #include "subcommands.h"
 
 namespace cm::cli {
@@ -68,6 +69,8 @@ Runner add_bench(CLI::App& app) {
       std::printf("%s\n", a->save.c_str());
       return 0;
     }
+    a->o.before_load = memory_policy_for_loading;
+    a->o.after_first_call = memory_policy_for_running;
     const auto rows = run_bench(a->o);
     std::fputs((a->json ? bench_json(rows) : bench_markdown(rows)).c_str(), stdout);
     return 0;

@@ -15,6 +15,7 @@
 #include "cm/output.h"
 #include "cm/pipeline.h"
 #include "common.h"
+#include "memory_policy.h"
 #include "hub_progress.h"
 #include "subcommands.h"
 
@@ -121,6 +122,7 @@ int run_generate(const GenerateArgs& a) {
                   std::chrono::duration<double>(now - last).count());
     last = now;
     log(a.quiet, line);
+    if (i == 0) memory_policy_for_running();  // the weights are loaded and packed by now
   };
   const GenerateResult r = pipe(o);
 

@@ -6,11 +6,9 @@
 #include <iostream>
 #include <string>
 #include <unistd.h>
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 
 #include "cm/error.h"
+#include "memory_policy.h"
 #include "subcommands.h"
 
 namespace {
@@ -45,19 +43,9 @@ void select_openblas_kernels(char** argv) {
 
 }  // namespace
 
-// glibc raises its mmap threshold (up to 32 MB) after a large block is freed, and blocks below it
-// then come from the heap, whose freed pages stay resident. Fixed at 8 MB, weight-sized blocks
-// go back to the system when freed: loading and running ImageNet-64 peaked at 1581 MB with the
-// default and 1452 MB with this (docs/performance.md). MALLOC_MMAP_THRESHOLD_ still overrides.
-static void keep_large_blocks_off_the_heap() {
-#if defined(__GLIBC__)
-  if (!std::getenv("MALLOC_MMAP_THRESHOLD_")) mallopt(M_MMAP_THRESHOLD, 8 << 20);
-#endif
-}
-
 int main(int argc, char** argv) {
   select_openblas_kernels(argv);
-  keep_large_blocks_off_the_heap();
+  cm::cli::memory_policy_for_loading();
   CLI::App app{"cm: consistency models in C++ (one-step and few-step image generation)", "cm"};
   app.set_version_flag("--version", std::string("cm ") + CM_VERSION + " (LibTorch " +
                                         TORCH_VERSION + ")");
