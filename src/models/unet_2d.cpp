@@ -1,4 +1,7 @@
 #include <ATen/Parallel.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <atomic>
 #include <filesystem>
 #include <sstream>
@@ -213,6 +216,10 @@ void UNet2DModelImpl::to_channels_last() {
   for (auto& p : parameters()) {
     if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
   }
+#if defined(__GLIBC__)
+  // The replaced weights leave holes in glibc's heap that stay resident (see layers.cpp).
+  malloc_trim(0);
+#endif
 }
 
 void UNet2DModelImpl::load_state_dict(const std::map<std::string, at::Tensor>& state,
