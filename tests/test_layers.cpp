@@ -6,6 +6,7 @@
 #include "cm/unet.h"
 #include "models/attention.h"
 #include "models/layers.h"
+#include "models/resnet.h"
 
 namespace cm::test {
 namespace {
@@ -118,6 +119,29 @@ TEST(ThreadedInference, AttentionHeadsMatchTheBatchedPath) {
   const auto threaded = attn->forward(x);
   EXPECT_TRUE(at::allclose(threaded, batched, 1e-5, 1e-6))
       << (threaded - batched).abs().max().item<double>();
+}
+
+// One image at inference folds the time scale/shift into group norm's affine; with gradients (or a
+// batch) the block takes the plain norm-then-scale path. Same numbers to rounding.
+TEST(ThreadedInference, ScaleShiftFoldedIntoGroupNormMatchesThePlainPath) {
+  torch::manual_seed(4);
+  models::ResnetOptions o;
+  o.in_channels = o.out_channels = 32;
+  o.temb_channels = 16;
+  o.groups = 8;
+  o.scale_shift = true;
+  models::ResnetBlock2D block(o);
+  block->eval();
+  // Non-trivial norm affine, so that the fold has γ and β to combine.
+  block->norm2->weight.data().uniform_(0.5, 1.5);
+  block->norm2->bias.data().uniform_(-0.5, 0.5);
+  const auto x = at::randn({1, 32, 8, 8}).contiguous(at::MemoryFormat::ChannelsLast);
+  const auto temb = at::randn({1, 16});
+  const auto plain = block->forward(x, temb).detach();  // gradients on: the plain path
+  torch::NoGradGuard no_grad;
+  const auto folded = block->forward(x, temb);
+  EXPECT_TRUE(at::allclose(folded, plain, 1e-5, 1e-6))
+      << (folded - plain).abs().max().item<double>();
 }
 
 }  // namespace
