@@ -2,13 +2,11 @@
 // HF_ENDPOINT pointing at the fake Hub.
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
-#include <array>
-#include <cstdio>
 #include <filesystem>
 
 #include "cm/image_io.h"
 #include "hub_fixture.h"
+#include "run_cm.h"
 
 namespace cm {
 namespace {
@@ -16,25 +14,17 @@ namespace {
 namespace fs = std::filesystem;
 using namespace cm::test;  // NOLINT: the fixture and its helpers
 
-struct RunResult {
+struct CmRun {
   int status = -1;
   std::string out, err;
 };
 
-// Runs cm with the test's environment (HF_HUB_CACHE, HF_HOME) plus `env` ("NAME=value ...").
-RunResult run_cm(const std::string& env, const std::string& args, const fs::path& dir) {
+// Runs cm with the test's environment (HF_HUB_CACHE, HF_HOME) plus `env` ("NAME=value ..."),
+// keeping stdout and stderr apart.
+CmRun run_cm(const std::string& env, const std::string& args, const fs::path& dir) {
   const fs::path err = dir / "stderr.txt";
-  const std::string cmd = env + " " + CM_BINARY + " " + args + " 2>" + err.string();
-  RunResult r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return r;
-  std::array<char, 4096> buf{};
-  size_t n = 0;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.err = read_bytes(err);
-  return r;
+  const RunResult r = run_shell(env + " " + CM_BINARY + " " + args + " 2>" + err.string());
+  return {r.status, r.output, read_bytes(err)};
 }
 
 class HubCliTest : public HubTest {

@@ -25,6 +25,12 @@ void default_init(at::Tensor& weight, at::Tensor& bias) {
 
 }  // namespace
 
+void return_freed_heap_pages() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
+
 SkipInitGuard::SkipInitGuard() : previous_(t_skip_init) { t_skip_init = true; }
 SkipInitGuard::~SkipInitGuard() { t_skip_init = previous_; }
 
@@ -54,12 +60,8 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
     packed_ = at::mkldnn_reorder_conv2d_weight(weight.contiguous().to_mkldnn(),
                                                {padding_, padding_}, {stride_, stride_}, {1, 1}, 1);
     weight.set_data(at::zeros({1}, weight.options()).expand(weight.sizes()));
-#if defined(__GLIBC__)
-    // The plain weight and the temporaries just freed sit between live blocks of glibc's heap,
-    // which keeps such pages resident: without this, packing a 1.1 GB model raised its peak
-    // resident memory by ~450 MB.
-    malloc_trim(0);
-#endif
+    // Without this, packing a 1.1 GB model raised its peak resident memory by ~450 MB.
+    return_freed_heap_pages();
   }
   if (!packed_.defined()) return at::conv2d(x, weight, bias, stride_, padding_);
   // LibTorch 1.13 hands back NCHW for a blocked weight; the model runs NHWC on the CPU.

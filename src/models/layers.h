@@ -8,6 +8,10 @@
 
 namespace cm::models {
 
+// Hands freed heap pages back to the system (glibc's malloc_trim; nothing elsewhere). glibc keeps
+// pages freed between live blocks resident; replacing a model's weights leaves many such holes.
+void return_freed_heap_pages();
+
 // While one lives, Conv2d and Linear constructed on this thread leave their parameters
 // uninitialised (at::empty) and draw nothing from the global generator.
 class SkipInitGuard {

@@ -1,7 +1,4 @@
 #include <ATen/Parallel.h>
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 #include <atomic>
 #include <filesystem>
 #include <sstream>
@@ -216,10 +213,7 @@ void UNet2DModelImpl::to_channels_last() {
   for (auto& p : parameters()) {
     if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
   }
-#if defined(__GLIBC__)
-  // The replaced weights leave holes in glibc's heap that stay resident (see layers.cpp).
-  malloc_trim(0);
-#endif
+  return_freed_heap_pages();
 }
 
 void UNet2DModelImpl::load_state_dict(const std::map<std::string, at::Tensor>& state,

@@ -90,12 +90,9 @@ void ProcessGroup::average_gradients(const std::vector<at::Tensor>& params) {
   for (const auto& p : params)
     if (p.grad().defined()) grads.push_back(p.grad());
   if (grads.empty()) return;
-  std::vector<at::Tensor> flat{at::cat(
-      [&] {
-        std::vector<at::Tensor> v;
-        for (const auto& g : grads) v.push_back(g.reshape(-1));
-        return v;
-      }())};
+  std::vector<at::Tensor> pieces;
+  for (const auto& g : grads) pieces.push_back(g.reshape(-1));
+  std::vector<at::Tensor> flat{at::cat(pieces)};
   impl_->group->allreduce(flat)->wait();
   flat[0].div_(world_size_);
   int64_t offset = 0;
