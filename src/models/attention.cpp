@@ -4,6 +4,9 @@
 #include <cmath>
 #include <torch/nn/modules/dropout.h>
 
+#include "kernels/softmax.h"
+#include "kernels/norm_act.h"
+
 namespace cm::models {
 
 namespace {
@@ -19,7 +22,10 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   if (at::GradMode::is_enabled() || slices < 2 || q.scalar_type() != at::kFloat) {
     auto scores = at::baddbmm(at::empty({slices, tokens, tokens}, q.options()), q,
                               k.transpose(1, 2), /*beta=*/0, /*alpha=*/scale);
-    auto probs = scores.to(at::kFloat).softmax(-1).to(q.scalar_type());
+    // bfloat16 at inference: one pass with the same float32 math and single rounding.
+    auto probs = q.scalar_type() == at::kBFloat16 && !at::GradMode::is_enabled() && q.is_cpu()
+                     ? kernels::softmax_last_dim(scores)
+                     : scores.to(at::kFloat).softmax(-1).to(q.scalar_type());
     return at::bmm(probs, v);
   }
   auto out = at::empty({slices, tokens, v.size(2)}, q.options());
@@ -58,9 +64,16 @@ AttentionImpl::AttentionImpl(int64_t channels, int64_t head_dim, double eps,
 at::Tensor AttentionImpl::forward(const at::Tensor& x) {
   const int64_t b = x.size(0), c = x.size(1), hgt = x.size(2), wid = x.size(3);
   const int64_t tokens = hgt * wid;
-  auto h = x.reshape({b, c, tokens});  // a view for NCHW and NHWC alike
-  if (group_norm) h = group_norm(h);
-  h = h.transpose(1, 2);  // [B, tokens, C]
+  at::Tensor h = x;
+  if (group_norm) {
+    const int64_t groups = group_norm->options.num_groups();
+    // The fused kernel keeps NHWC, so the tokens below need no transpose copy.
+    h = kernels::group_norm_act_supported(x, groups)
+            ? kernels::group_norm_act(x, groups, group_norm->weight, group_norm->bias,
+                                      group_norm->options.eps(), /*silu=*/false)
+            : group_norm(x.reshape({b, c, tokens}));
+  }
+  h = h.reshape({b, c, tokens}).transpose(1, 2);  // [B, tokens, C], a view for NHWC
 
   // [B, tokens, heads*d] -> [B*heads, tokens, d]
   auto split_heads = [&](const at::Tensor& t) {

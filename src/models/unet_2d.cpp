@@ -8,6 +8,7 @@
 #include "io/model_weights.h"
 #include "io/state_dict.h"
 #include "models/embeddings.h"
+#include "kernels/norm_act.h"
 #include "models/layers.h"
 #include "models/unet_2d_blocks.h"
 
@@ -186,7 +187,12 @@ at::Tensor UNet2DModelImpl::forward(const at::Tensor& sample, const at::Tensor& 
     h = up_blocks_[i]->as<UpBlockImpl>()->forward(h, emb, skips);
     record(("up_blocks." + std::to_string(i)).c_str(), h);
   }
-  h = conv_out_->forward(at::silu(conv_norm_out_(h)));
+  const int64_t groups = conv_norm_out_->options.num_groups();
+  h = kernels::group_norm_act_supported(h, groups)
+          ? kernels::group_norm_act(h, groups, conv_norm_out_->weight, conv_norm_out_->bias,
+                                    conv_norm_out_->options.eps(), /*silu=*/true)
+          : at::silu(conv_norm_out_(h));
+  h = conv_out_->forward(h);
   record("conv_out", h);
   if (fourier_proj_) h = (h / t.reshape({-1, 1, 1, 1})).to(h.scalar_type());
   return h;
