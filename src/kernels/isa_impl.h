@@ -96,7 +96,8 @@ inline Vec fast_exp(const Vec& x) {
 }
 
 // SiLU, x / (1 + exp(-x)) as ATen computes it: with SLEEF's exp in float32, so results match
-// at::silu's; with fast_exp where the result is rounded to bfloat16.
+// at::silu's; with fast_exp where they are rounded to bfloat16. (A reciprocal estimate with a
+// Newton step in place of the division measured no faster.)
 template <typename T>
 inline Vec silu(const Vec& x) {
   if constexpr (std::is_same_v<T, float>) {
