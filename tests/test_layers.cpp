@@ -109,39 +109,57 @@ TEST(ThreadedInference, LinearRowsMatchThePlainGemm) {
   }
 }
 
-TEST(ThreadedInference, AttentionHeadsMatchTheBatchedPath) {
+// Without gradients the attention runs in blocks of query rows (src/models/attention.cpp); 20×20
+// tokens make three blocks, the last one short. bfloat16 keeps its own tolerance: the two paths
+// round the scores in different GEMMs and take exp differently before one rounding to 8 bits.
+TEST(ThreadedInference, AttentionBlocksMatchTheBatchedPath) {
   at::set_num_threads(2);
-  torch::manual_seed(3);
-  models::Attention attn(64, 16, 1e-5, 8, 1.0);  // 4 heads
-  const auto x = at::randn({2, 64, 12, 12}).contiguous(at::MemoryFormat::ChannelsLast);
-  const auto batched = attn->forward(x).detach();  // gradients on: the batched path
-  torch::NoGradGuard no_grad;
-  const auto threaded = attn->forward(x);
-  EXPECT_TRUE(at::allclose(threaded, batched, 1e-5, 1e-6))
-      << (threaded - batched).abs().max().item<double>();
+  for (const int64_t side : {12, 20}) {
+    for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+      SCOPED_TRACE(std::to_string(side) + " " + c10::toString(dtype));
+      torch::manual_seed(3);
+      models::Attention attn(64, 16, 1e-5, 8, 1.0);  // 4 heads
+      attn->to(dtype);
+      const auto x =
+          at::randn({2, 64, side, side}).to(dtype).contiguous(at::MemoryFormat::ChannelsLast);
+      const auto batched = attn->forward(x).detach();  // gradients on: the batched path
+      torch::NoGradGuard no_grad;
+      const auto blocked = attn->forward(x);
+      const double tol = dtype == at::kFloat ? 1e-5 : 3e-2;
+      EXPECT_TRUE(at::allclose(blocked.to(at::kFloat), batched.to(at::kFloat), tol, tol))
+          << (blocked.to(at::kFloat) - batched.to(at::kFloat)).abs().max().item<double>();
+    }
+  }
 }
 
-// One image at inference folds the time scale/shift into group norm's affine; with gradients (or a
-// batch) the block takes the plain norm-then-scale path. Same numbers to rounding.
-TEST(ThreadedInference, ScaleShiftFoldedIntoGroupNormMatchesThePlainPath) {
-  torch::manual_seed(4);
-  models::ResnetOptions o;
-  o.in_channels = o.out_channels = 32;
-  o.temb_channels = 16;
-  o.groups = 8;
-  o.scale_shift = true;
-  models::ResnetBlock2D block(o);
-  block->eval();
-  // Non-trivial norm affine, so that the fold has γ and β to combine.
-  block->norm2->weight.data().uniform_(0.5, 1.5);
-  block->norm2->bias.data().uniform_(-0.5, 0.5);
-  const auto x = at::randn({1, 32, 8, 8}).contiguous(at::MemoryFormat::ChannelsLast);
-  const auto temb = at::randn({1, 16});
-  const auto plain = block->forward(x, temb).detach();  // gradients on: the plain path
-  torch::NoGradGuard no_grad;
-  const auto folded = block->forward(x, temb);
-  EXPECT_TRUE(at::allclose(folded, plain, 1e-5, 1e-6))
-      << (folded - plain).abs().max().item<double>();
+// At inference the ResNet block's norm → time scale/shift (or offset) → SiLU chains are fused
+// kernels (src/kernels/norm_act.h), with the scale/shift folded into a per-sample affine; with
+// gradients, the plain ops. Same numbers to rounding, for a batch of two.
+TEST(ThreadedInference, FusedResnetNormsMatchThePlainPath) {
+  for (const bool scale_shift : {true, false}) {
+    SCOPED_TRACE(scale_shift ? "scale_shift" : "default");
+    torch::manual_seed(4);
+    models::ResnetOptions o;
+    o.in_channels = 32;
+    o.out_channels = 48;
+    o.temb_channels = 16;
+    o.groups = 8;
+    o.scale_shift = scale_shift;
+    models::ResnetBlock2D block(o);
+    block->eval();
+    // Non-trivial norm affines, so that the fold has γ and β to combine.
+    for (auto* norm : {&block->norm1, &block->norm2}) {
+      (*norm)->weight.data().uniform_(0.5, 1.5);
+      (*norm)->bias.data().uniform_(-0.5, 0.5);
+    }
+    const auto x = at::randn({2, 32, 8, 8}).contiguous(at::MemoryFormat::ChannelsLast);
+    const auto temb = at::randn({2, 16});
+    const auto plain = block->forward(x, temb).detach();  // gradients on: the plain path
+    torch::NoGradGuard no_grad;
+    const auto fused = block->forward(x, temb);
+    EXPECT_TRUE(at::allclose(fused, plain, 1e-5, 1e-6))
+        << (fused - plain).abs().max().item<double>();
+  }
 }
 
 }  // namespace

@@ -5,8 +5,8 @@
 #include <cmath>
 #include <torch/nn/modules/dropout.h>
 
-#include "kernels/softmax.h"
 #include "kernels/norm_act.h"
+#include "kernels/softmax.h"
 
 namespace cm::models {
 

@@ -7,8 +7,8 @@
 #include "cm/unet.h"
 #include "io/model_weights.h"
 #include "io/state_dict.h"
-#include "models/embeddings.h"
 #include "kernels/norm_act.h"
+#include "models/embeddings.h"
 #include "models/layers.h"
 #include "models/unet_2d_blocks.h"
 

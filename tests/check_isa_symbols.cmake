@@ -1,0 +1,22 @@
+# The AVX2/AVX-512 builds of src/kernels must not emit weak (ODR-merged) symbols: the linker could
+# keep such a copy of an inline function for every caller, and a CPU without those instructions
+# would then fault in code that never asked for them. Run by CTest with -DOBJECTS=<object files>.
+string(REPLACE " " ";" objects "${OBJECTS}")
+set(checked 0)
+foreach(obj IN LISTS objects)
+  if(obj MATCHES "isa_avx")
+    execute_process(COMMAND nm -C "${obj}" OUTPUT_VARIABLE symbols RESULT_VARIABLE rc)
+    if(NOT rc EQUAL 0)
+      message(FATAL_ERROR "nm failed on ${obj}")
+    endif()
+    string(REGEX MATCHALL "[^\n]* [WVu] [^\n]*" weak "${symbols}")
+    if(weak)
+      message(FATAL_ERROR "${obj} emits weak symbols:\n${weak}")
+    endif()
+    math(EXPR checked "${checked} + 1")
+  endif()
+endforeach()
+if(NOT checked EQUAL 2)
+  message(FATAL_ERROR "expected the AVX2 and AVX-512 kernel objects, found ${checked}")
+endif()
+message(STATUS "${checked} kernel objects, no weak symbols")
