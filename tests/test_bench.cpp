@@ -30,5 +30,22 @@ TEST(BenchFlops, BuiltInArchitecturesMatchThePublishedConfigs) {
   EXPECT_THROW(bench_architecture("imagenet128"), Error);
 }
 
+// cm bench --kernels: every row timed, and the fused kernels within rounding of float64
+// (float32: a few ulp of values up to ~10; bfloat16: half an 8-bit ulp of them, plus the float32
+// softmax/exp error). The plain side is only reported, not judged.
+TEST(BenchKernels, RowsAreTimedAndFusedKernelsAreAccurate) {
+  const auto rows = run_kernel_bench({"float32", "bfloat16"}, 2, 1);
+  ASSERT_GE(rows.size(), 10u);
+  for (const auto& r : rows) {
+    SCOPED_TRACE(r.kernel + " " + r.shape + " " + r.dtype);
+    EXPECT_GT(r.plain_ms, 0);
+    EXPECT_GT(r.fused_ms, 0);
+    EXPECT_EQ(r.threads, 2);
+    EXPECT_LE(r.fused_error, r.dtype == "Float" ? 1e-5 : 0.032);
+  }
+  EXPECT_NE(kernel_bench_markdown(rows).find("group_norm+silu"), std::string::npos);
+  EXPECT_THROW(run_kernel_bench({"float16"}, 1, 1), Error);
+}
+
 }  // namespace
 }  // namespace cm

@@ -60,4 +60,17 @@ std::vector<BenchRow> run_bench(const BenchOptions& options);
 std::string bench_markdown(const std::vector<BenchRow>& rows);
 std::string bench_json(const std::vector<BenchRow>& rows);
 
+// Each hand-fused CPU kernel against the plain ATen ops it replaces, on activation shapes of the
+// built-in architectures (cm bench --kernels): medians of alternating timed calls in one run.
+struct KernelBenchRow {
+  std::string kernel, shape, dtype, isa;  // isa: the instruction set the kernels ran with
+  int threads = 1;
+  double plain_ms = 0, fused_ms = 0;
+  double plain_error = 0, fused_error = 0;  // largest difference from a float64 computation
+};
+std::vector<KernelBenchRow> run_kernel_bench(const std::vector<std::string>& dtypes, int threads,
+                                             int repetitions);
+std::string kernel_bench_markdown(const std::vector<KernelBenchRow>& rows);
+std::string kernel_bench_json(const std::vector<KernelBenchRow>& rows);
+
 }  // namespace cm

@@ -43,7 +43,9 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       auto scores = buffer.narrow(0, 0, n);
       at::addmm_out(scores, scores, qc[i].narrow(0, r0, n), kc[i].t(), /*beta=*/0,
                     /*alpha=*/scale);
-      const auto probs = kernels::softmax_last_dim(scores);
+      // float32: ATen's softmax, as the batched path; bfloat16: one pass in float32 math.
+      const auto probs =
+          type == at::kFloat ? scores.softmax(-1) : kernels::softmax_last_dim(scores);
       auto o = out[i].narrow(0, r0, n);
       at::mm_out(o, probs, vc[i]);
     }

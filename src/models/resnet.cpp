@@ -60,11 +60,13 @@ at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& input, const at::Tensor&
   const auto& n = norm2->options;
   if (kernels::group_norm_act_supported(h, n.num_groups())) {
     if (options_.scale_shift) {
-      // (x̂·γ + β)·(1 + s) + t is group norm with the per-sample affine γ·(1 + s), β·(1 + s) + t.
-      const auto parts = t.chunk(2, 1);
+      // (x̂·γ + β)·(1 + s) + t is group norm with the per-sample affine γ·(1 + s), β·(1 + s) + t,
+      // formed in float32 (a few thousand values) so that bfloat16 rounds only the output.
+      const auto parts = t.to(at::kFloat).chunk(2, 1);
       const auto scale = 1 + parts[0];
-      h = kernels::group_norm_act(h, n.num_groups(), norm2->weight * scale,
-                                  norm2->bias * scale + parts[1], n.eps(), /*silu=*/true);
+      h = kernels::group_norm_act(h, n.num_groups(), norm2->weight.to(at::kFloat) * scale,
+                                  norm2->bias.to(at::kFloat) * scale + parts[1], n.eps(),
+                                  /*silu=*/true);
     } else {
       h = kernels::group_norm_act(h, n.num_groups(), norm2->weight, norm2->bias, n.eps(),
                                   /*silu=*/true, /*offset=*/t);

@@ -16,7 +16,7 @@ Runner add_bench(CLI::App& app) {
     BenchOptions o;
     std::string models = "imagenet64", batches = "1", steps = "1", dtypes = "float32",
                 threads = "0", save;
-    bool json = false, flops = false;
+    bool json = false, flops = false, kernels = false;
   };
   auto a = std::make_shared<Args>();
   app.add_option("-m,--model", a->models,
@@ -33,6 +33,9 @@ Runner add_bench(CLI::App& app) {
   app.add_option("--save", a->save, "write the (first) architecture as a random-weight pipeline "
                                      "folder to DIR and exit");
   app.add_flag("--flops", a->flops, "print the FLOP count of one forward and exit");
+  app.add_flag("--kernels", a->kernels,
+               "time each fused CPU kernel against the plain ops it replaces (uses --dtype, the "
+               "first --threads, --repetitions) and exit");
   app.add_flag("--json", a->json, "JSON instead of a markdown table");
   return [a] {
     auto split = [](const std::string& s) {
@@ -62,6 +65,12 @@ Runner add_bench(CLI::App& app) {
         std::printf("%s: %.2f GFLOP (conv %.2f, linear %.2f, attention %.2f)\n", m.c_str(),
                     f.total() / 1e9, f.conv / 1e9, f.linear / 1e9, f.attention / 1e9);
       }
+      return 0;
+    }
+    if (a->kernels) {
+      memory_policy_for_running();  // as in generation after the first call: no page faults
+      const auto rows = run_kernel_bench(a->o.dtypes, a->o.threads.front(), a->o.repetitions);
+      std::fputs((a->json ? kernel_bench_json(rows) : kernel_bench_markdown(rows)).c_str(), stdout);
       return 0;
     }
     if (!a->save.empty()) {
