@@ -176,44 +176,44 @@ void moments_impl(const T* x, int64_t n, float shift, double* sum, double* sumsq
   *sumsq += q;
 }
 
+// y = x·a + b, then SiLU if asked, over `len` values; coef(c, n, a0, a1, b0, b1) supplies a and b
+// for values c .. c+n: one per channel, or one pair for all.
+template <typename T, typename Coef>
+void affine_span(const T* x, T* y, int64_t len, const Coef& coef, bool act) {
+  for (int64_t c = 0; c < len; c += kStep) {
+    const int64_t n = std::min(kStep, len - c);
+    Vec v0, v1, a0, a1, b0, b1;
+    load2(x + c, n, v0, v1);
+    coef(c, n, a0, a1, b0, b1);
+    v0 = at::vec::fmadd(v0, a0, b0);
+    v1 = at::vec::fmadd(v1, a1, b1);
+    if (act) {
+      v0 = silu<T>(v0);
+      v1 = silu<T>(v1);
+    }
+    store2(y + c, n, v0, v1);
+  }
+}
+
 template <typename T>
 void scale_shift_rows_impl(const T* x, T* y, int64_t pixels, int64_t channels, const float* a,
                            const float* b, bool act) {
-  for (int64_t p = 0; p < pixels; ++p) {
-    const T* in = x + p * channels;
-    T* out = y + p * channels;
-    for (int64_t c = 0; c < channels; c += kStep) {
-      const int64_t n = std::min(kStep, channels - c);
-      Vec v0, v1, a0, a1, b0, b1;
-      load2(in + c, n, v0, v1);
-      load2(a + c, n, a0, a1);
-      load2(b + c, n, b0, b1);
-      v0 = at::vec::fmadd(v0, a0, b0);
-      v1 = at::vec::fmadd(v1, a1, b1);
-      if (act) {
-        v0 = silu<T>(v0);
-        v1 = silu<T>(v1);
-      }
-      store2(out + c, n, v0, v1);
-    }
-  }
+  const auto per_channel = [&](int64_t c, int64_t n, Vec& a0, Vec& a1, Vec& b0, Vec& b1) {
+    load2(a + c, n, a0, a1);
+    load2(b + c, n, b0, b1);
+  };
+  for (int64_t p = 0; p < pixels; ++p)
+    affine_span(x + p * channels, y + p * channels, channels, per_channel, act);
 }
 
 template <typename T>
 void scale_shift_impl(const T* x, T* y, int64_t n, float a, float b, bool act) {
   const Vec va(a), vb(b);
-  for (int64_t i = 0; i < n; i += kStep) {
-    const int64_t m = std::min(kStep, n - i);
-    Vec v0, v1;
-    load2(x + i, m, v0, v1);
-    v0 = at::vec::fmadd(v0, va, vb);
-    v1 = at::vec::fmadd(v1, va, vb);
-    if (act) {
-      v0 = silu<T>(v0);
-      v1 = silu<T>(v1);
-    }
-    store2(y + i, m, v0, v1);
-  }
+  const auto same = [&](int64_t, int64_t, Vec& a0, Vec& a1, Vec& b0, Vec& b1) {
+    a0 = a1 = va;
+    b0 = b1 = vb;
+  };
+  affine_span(x, y, n, same, act);
 }
 
 // Per row: max, exp(x - max) and its sum, times 1/sum (the steps of ATen's vectorised softmax),
