@@ -6,7 +6,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libtorch-dev libopenblas0-pthread
   nlohmann-json3-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev libcli11-dev libgtest-dev
-  libcurl4-openssl-dev libssl-dev python3 libgloo-dev libsleef-dev
+  libcurl4-openssl-dev libssl-dev python3 libgloo-dev libsleef-dev libdnnl-dev
   dataset-fashion-mnist
 )
 

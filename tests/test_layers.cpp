@@ -1,5 +1,6 @@
-// Conv2d's prepacked inference path (oneDNN-blocked weights) against the plain convolution, and
-// the promise that the weights themselves never change.
+// Conv2d's prepacked inference path (oneDNN called directly on a weight reordered once) against
+// the plain convolution, and the promise that the weights themselves never change; the threaded,
+// blocked and fused inference paths against the plain ones.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -13,43 +14,86 @@ namespace {
 
 using models::Conv2d;
 
+struct ConvCase {
+  int64_t in, out, kernel, stride, padding, side;
+};
+
+// Packed (oneDNN called directly, src/kernels/onednn_conv.h) against at::conv2d with the
+// original weight: 3×3, strided 3×3 (the downsamplers, also with diffusers' padding 0) and 1×1;
+// NHWC and NCHW inputs; float32 and bfloat16.
 TEST(Conv2dPrepack, MatchesThePlainConvolutionAndKeepsTheWeights) {
+  const std::vector<ConvCase> cases = {
+      {64, 48, 3, 1, 1, 9}, {32, 32, 3, 2, 1, 8}, {32, 32, 3, 2, 0, 9}, {40, 24, 1, 1, 0, 7}};
   for (auto type : {at::kFloat, at::kBFloat16}) {
-    SCOPED_TRACE(c10::toString(type));
-    torch::manual_seed(0);
-    Conv2d conv(64, 64, 3, 1, 1);
-    conv->to(type);
-    conv->weight.set_data(conv->weight.contiguous(at::MemoryFormat::ChannelsLast));
-    const auto original = conv->weight.detach().clone();
-    // 64 channels at 4×4: the weight (36,864 values) dwarfs one sample (1,024), so it packs.
-    const auto x = at::randn({2, 64, 4, 4}).to(type).contiguous(at::MemoryFormat::ChannelsLast);
-    at::Tensor plain, packed;
-    {
-      torch::NoGradGuard no_grad;
-      plain = conv->forward(x);
-      EXPECT_FALSE(conv->is_prepacked());  // not allowed yet
-      conv->allow_prepack(true);
-      packed = conv->forward(x);
-      ASSERT_TRUE(conv->is_prepacked());
+    for (const bool nhwc : {true, false}) {
+      for (const auto& k : cases) {
+        SCOPED_TRACE(std::string(c10::toString(type)) + (nhwc ? " NHWC " : " NCHW ") +
+                     std::to_string(k.kernel) + "x" + std::to_string(k.kernel) + " stride " +
+                     std::to_string(k.stride) + " padding " + std::to_string(k.padding));
+        torch::manual_seed(0);
+        Conv2d conv(k.in, k.out, k.kernel, k.stride, k.padding);
+        conv->to(type);
+        if (nhwc) conv->weight.set_data(conv->weight.contiguous(at::MemoryFormat::ChannelsLast));
+        const auto original = conv->weight.detach().clone();
+        auto x = at::randn({2, k.in, k.side, k.side}).to(type);
+        if (nhwc) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+        at::Tensor plain, packed;
+        {
+          torch::NoGradGuard no_grad;
+          plain = at::conv2d(x, original, conv->bias, k.stride, k.padding);
+          EXPECT_TRUE(at::equal(conv->forward(x), plain));  // not allowed yet: the plain op
+          EXPECT_FALSE(conv->is_prepacked());
+          conv->allow_prepack(true);
+          packed = conv->forward(x);
+          ASSERT_TRUE(conv->is_prepacked());
+        }
+        EXPECT_EQ(packed.sizes(), plain.sizes());
+        EXPECT_EQ(packed.is_contiguous(at::MemoryFormat::ChannelsLast), nhwc);
+        // The same oneDNN kernels: float32 agrees to rounding; bfloat16 outputs to a step.
+        const double tol = type == at::kFloat ? 1e-5 : 2e-2;
+        EXPECT_TRUE(at::allclose(packed.to(at::kFloat), plain.to(at::kFloat), tol, tol))
+            << (packed.to(at::kFloat) - plain.to(at::kFloat)).abs().max().item<double>();
+        EXPECT_TRUE(at::equal(conv->dense_weight(), original));
+        // A forward with gradients (training) restores the plain weight, bit for bit.
+        const auto y = conv->forward(x);
+        EXPECT_FALSE(conv->is_prepacked());
+        EXPECT_TRUE(y.requires_grad());
+        EXPECT_TRUE(at::equal(conv->weight, original));
+      }
     }
-    EXPECT_TRUE(packed.is_contiguous(at::MemoryFormat::ChannelsLast));
-    const double tol = type == at::kFloat ? 1e-5 : 2e-2;
-    EXPECT_TRUE(at::allclose(packed.to(at::kFloat), plain.to(at::kFloat), tol, tol))
-        << (packed.to(at::kFloat) - plain.to(at::kFloat)).abs().max().item<double>();
-    EXPECT_TRUE(at::equal(conv->dense_weight(), original));
-    // A forward with gradients (training) restores the plain weight, bit for bit.
-    const auto y = conv->forward(x);
-    EXPECT_FALSE(conv->is_prepacked());
-    EXPECT_TRUE(y.requires_grad());
-    EXPECT_TRUE(at::equal(conv->weight, original));
   }
 }
 
-TEST(Conv2dPrepack, LayersWhoseInputOutweighsTheWeightStayPlain) {
-  Conv2d conv(8, 8, 3, 1, 1);
+// One packed layer meets other image sizes and the other layout (a primitive each, the weight
+// reordered again only if a kernel wants another layout), and an input it cannot take as is.
+TEST(Conv2dPrepack, OtherShapesAndLayoutsKeepWorking) {
+  torch::manual_seed(5);
+  Conv2d conv(32, 32, 3, 1, 1);
+  conv->weight.set_data(conv->weight.contiguous(at::MemoryFormat::ChannelsLast));
+  const auto original = conv->weight.detach().clone();
   conv->allow_prepack(true);
   torch::NoGradGuard no_grad;
-  conv->forward(at::randn({1, 8, 16, 16}));  // 576 weights, 2,048 inputs per sample
+  const auto first = at::randn({1, 32, 16, 16}).contiguous(at::MemoryFormat::ChannelsLast);
+  conv->forward(first);
+  ASSERT_TRUE(conv->is_prepacked());
+  const std::vector<at::Tensor> inputs = {
+      at::randn({3, 32, 5, 7}).contiguous(at::MemoryFormat::ChannelsLast),
+      at::randn({1, 32, 16, 16}), at::randn({1, 32, 12, 12}).transpose(2, 3), first};
+  for (const auto& x : inputs) {
+    const auto plain = at::conv2d(x, original, conv->bias, 1, 1);
+    const auto y = conv->forward(x);
+    EXPECT_TRUE(at::allclose(y, plain, 1e-5, 1e-5)) << (y - plain).abs().max().item<double>();
+  }
+  EXPECT_TRUE(at::equal(conv->dense_weight(), original));
+}
+
+TEST(Conv2dPrepack, OtherDtypesStayPlain) {
+  Conv2d conv(8, 8, 3, 1, 1);
+  conv->to(at::kDouble);
+  conv->allow_prepack(true);
+  torch::NoGradGuard no_grad;
+  const auto x = at::randn({1, 8, 6, 6}, at::kDouble);
+  EXPECT_TRUE(at::equal(conv->forward(x), at::conv2d(x, conv->weight, conv->bias, 1, 1)));
   EXPECT_FALSE(conv->is_prepacked());
 }
 

@@ -7,6 +7,8 @@
 #endif
 #include <torch/nn/init.h>
 
+#include "kernels/onednn_conv.h"
+
 namespace cm::models {
 namespace {
 
@@ -44,40 +46,33 @@ Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel
 
 bool Conv2dImpl::should_prepack(const at::Tensor& x) const {
   const auto type = weight.scalar_type();
-  // 16: below it the blocked path's activation reorders cost more than the weight reorder saved
-  // (576 channels at 16×16 is about even; docs/performance.md).
   return allow_prepack_ && !at::GradMode::is_enabled() && weight.device().is_cpu() &&
          (type == at::kFloat || type == at::kBFloat16) && x.scalar_type() == type &&
-         x.dim() == 4 && weight.numel() >= 16 * (x.numel() / x.size(0));
+         x.dim() == 4 && x.numel() > 0 &&
+         (x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast));
 }
 
 at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
-  if (packed_.defined() && at::GradMode::is_enabled()) unpack();
-  if (!packed_.defined() && should_prepack(x)) {
+  if (packed_ && at::GradMode::is_enabled()) unpack();
+  if (!packed_ && should_prepack(x)) {
     dense_format_ = weight.is_contiguous(at::MemoryFormat::ChannelsLast)
                         ? at::MemoryFormat::ChannelsLast
                         : at::MemoryFormat::Contiguous;
-    packed_ = at::mkldnn_reorder_conv2d_weight(weight.contiguous().to_mkldnn(),
-                                               {padding_, padding_}, {stride_, stride_}, {1, 1}, 1);
+    packed_ = std::make_shared<kernels::PackedConv2d>(weight, stride_, padding_, x, bias);
     weight.set_data(at::zeros({1}, weight.options()).expand(weight.sizes()));
     // Without this, packing a 1.1 GB model raised its peak resident memory by ~450 MB.
     return_freed_heap_pages();
   }
-  if (!packed_.defined()) return at::conv2d(x, weight, bias, stride_, padding_);
-  // LibTorch 1.13 hands back NCHW for a blocked weight; the model runs NHWC on the CPU.
-  auto y = at::mkldnn_convolution(x, packed_, bias, {padding_, padding_}, {stride_, stride_},
-                                  {1, 1}, 1);
-  return x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous()
-             ? y.contiguous(at::MemoryFormat::ChannelsLast)
-             : y;
+  if (packed_) return packed_->forward(packed_->accepts(x) ? x : x.contiguous(), bias);
+  return at::conv2d(x, weight, bias, stride_, padding_);
 }
 
 at::Tensor Conv2dImpl::dense_weight() const {
-  return packed_.defined() ? packed_.to_dense().contiguous(dense_format_) : weight;
+  return packed_ ? packed_->dense(dense_format_) : weight;
 }
 
 void Conv2dImpl::unpack() {
-  if (!packed_.defined()) return;
+  if (!packed_) return;
   torch::NoGradGuard no_grad;
   weight.set_data(dense_weight());
   packed_.reset();

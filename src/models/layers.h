@@ -6,6 +6,12 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include <memory>
+
+namespace cm::kernels {
+class PackedConv2d;
+}
+
 namespace cm::models {
 
 // Hands freed heap pages back to the system (glibc's malloc_trim; nothing elsewhere). glibc keeps
@@ -33,14 +39,14 @@ class Conv2dImpl : public torch::nn::Module {
              int64_t padding = 0);
   at::Tensor forward(const at::Tensor& x);
 
-  // Inference on the CPU: oneDNN reorders a plain weight into its blocked layout on every call,
-  // which costs more than the convolution where the weight dwarfs the activation (768 or more
-  // channels at 8×8: 1.6–3.5× slower, and a weight-sized temporary per call). When allowed, the
-  // first gradient-free float32/bfloat16 call on such a layer replaces the weight by oneDNN's
-  // blocked copy; `weight` then keeps its shape but no storage (stride 0), dense_weight() gives
-  // the values back, and a forward with gradients restores the plain weight first.
+  // Inference on the CPU: through LibTorch an NHWC convolution reorders its plain weight into
+  // oneDNN's layout on every call, or with a prepacked weight detours through NCHW. When allowed,
+  // the first gradient-free float32/bfloat16 call replaces the weight by a kernels::PackedConv2d
+  // (oneDNN called directly, the weight reordered once, activations left in their layout; same
+  // numbers). `weight` then keeps its shape but no storage (stride 0), dense_weight() gives the
+  // values back, and a forward with gradients restores the plain weight first.
   void allow_prepack(bool allow) { allow_prepack_ = allow; }
-  bool is_prepacked() const { return packed_.defined(); }
+  bool is_prepacked() const { return packed_ != nullptr; }
   at::Tensor dense_weight() const;
   void unpack();
 
@@ -52,7 +58,7 @@ class Conv2dImpl : public torch::nn::Module {
   int64_t stride_, padding_;
   bool allow_prepack_ = false;
   at::MemoryFormat dense_format_ = at::MemoryFormat::Contiguous;
-  at::Tensor packed_;  // oneDNN-blocked weight, or undefined
+  std::shared_ptr<kernels::PackedConv2d> packed_;
 };
 TORCH_MODULE(Conv2d);
 
