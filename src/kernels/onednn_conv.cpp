@@ -4,6 +4,7 @@
 #include <ATen/record_function.h>
 
 #include <map>
+#include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string>
 #include <tuple>
@@ -40,7 +41,6 @@ struct PackedConv2d::Impl {
     dnnl::convolution_forward conv;
     dnnl::memory::desc src, dst, bias, weights;
     int64_t out_h, out_w;
-    std::string name;
   };
   using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool>;  // n, h, w, NHWC, bias
 
@@ -49,7 +49,9 @@ struct PackedConv2d::Impl {
   bool channels_last;  // the weight was: outputs are NHWC then, whatever the input (as LibTorch)
   dnnl::memory weights;  // in the layout the last primitive run wanted
   std::map<Key, Primitive> primitives;
-  std::string last_name;
+  // Callers on several threads share one layer: primitives are added and weights reordered
+  // under this, and a call runs whole (each uses every core anyway).
+  std::mutex mutex;
 
   const Primitive& primitive(const at::Tensor& x, const at::Tensor& bias) {
     const bool nhwc = is_nhwc(x);
@@ -70,8 +72,7 @@ struct PackedConv2d::Impl {
         dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src, any_weights,
         bias_desc, dst, {stride, stride}, {padding, padding}, {padding, padding});
     const dnnl::convolution_forward::primitive_desc pd(d, engine());
-    Primitive p{dnnl::convolution_forward(pd), src, dst, bias_desc, pd.weights_desc(), oh, ow,
-                pd.impl_info_str()};
+    Primitive p{dnnl::convolution_forward(pd), src, dst, bias_desc, pd.weights_desc(), oh, ow};
     return primitives.emplace(key, std::move(p)).first->second;
   }
 
@@ -130,6 +131,7 @@ at::Tensor PackedConv2d::forward(const at::Tensor& input, const at::Tensor& bias
   TORCH_CHECK(accepts(input), "PackedConv2d: unsupported input ", input.sizes(), " ",
               input.scalar_type());
   auto& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.mutex);
   // LibTorch's rule: channels-last if the input or the weight is. An NCHW input to an NHWC model
   // (its 3-channel sample) is converted here, or every later layer would run NCHW too.
   const auto x = m.channels_last ? input.contiguous(at::MemoryFormat::ChannelsLast) : input;
@@ -150,12 +152,12 @@ at::Tensor PackedConv2d::forward(const at::Tensor& input, const at::Tensor& bias
   }
   p.conv.execute(stream(), args);
   stream().wait();
-  m.last_name = p.name;
   return y;
 }
 
 at::Tensor PackedConv2d::dense(at::MemoryFormat format) const {
-  const auto& m = *impl_;
+  auto& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.mutex);
   auto w = at::empty({m.out, m.in, m.kernel, m.kernel},
                      at::TensorOptions().dtype(m.type).memory_format(format));
   const bool cl = format == at::MemoryFormat::ChannelsLast;
@@ -167,6 +169,5 @@ at::Tensor PackedConv2d::dense(at::MemoryFormat format) const {
   return w;
 }
 
-const std::string& PackedConv2d::kernel_name() const { return impl_->last_name; }
 
 }  // namespace cm::kernels

@@ -3,7 +3,8 @@
 // reordered once into the layout the chosen kernel wants. Through LibTorch 1.13 an NHWC
 // convolution either reorders a plain weight on every call or, given a prepacked weight, goes
 // through NCHW and blocked activations; here activations stay NHWC (or NCHW) end to end. Same
-// oneDNN kernels, so the same numbers as at::conv2d (a test checks them bit for bit).
+// oneDNN kernels, so the same numbers as at::conv2d (bit for bit in the isolation runs of
+// docs/performance.md; tests/test_layers.cpp compares them to rounding).
 #include <ATen/core/Tensor.h>
 
 #include <memory>
@@ -30,12 +31,9 @@ class PackedConv2d {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& bias);
   // The weight back as a plain tensor in `format`, bit for bit.
   at::Tensor dense(at::MemoryFormat format) const;
-  // The oneDNN kernel of the last forward (e.g. "brgconv:avx512_core"), for tests and profiles.
-  const std::string& kernel_name() const;
-
-  struct Impl;
 
  private:
+  struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 
