@@ -8,8 +8,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <sys/resource.h>
-#include <thread>
 
+#include "bench/bench_util.h"
 #include "cm/bench.h"
 #include "cm/error.h"
 #include "cm/pipeline.h"
@@ -21,15 +21,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using bench_util::median;
+using bench_util::resolve_threads;
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 at::ScalarType dtype_of(const std::string& name) {
@@ -43,10 +40,6 @@ double peak_rss_mb() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return u.ru_maxrss / 1024.0;  // kB on Linux
-}
-
-int resolve_threads(int t) {
-  return t > 0 ? t : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
 UNetConfig tiny(bool conditional) {

@@ -6,8 +6,8 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <thread>
 
+#include "bench/bench_util.h"
 #include "cm/bench.h"
 #include "cm/error.h"
 #include "kernels/norm_act.h"
@@ -16,12 +16,8 @@
 namespace cm {
 namespace {
 
+using bench_util::median;
 using Clock = std::chrono::steady_clock;
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 std::string shape_of(const at::Tensor& t) {
   std::ostringstream s;
@@ -123,8 +119,7 @@ std::vector<Case> cases(at::ScalarType dtype) {
 std::vector<KernelBenchRow> run_kernel_bench(const std::vector<std::string>& dtypes, int threads,
                                              int repetitions) {
   if (repetitions < 1) throw Error("--repetitions: must be at least 1");
-  const int nt = threads > 0 ? threads
-                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int nt = bench_util::resolve_threads(threads);
   at::set_num_threads(nt);
   at::NoGradGuard no_grad;
   std::vector<KernelBenchRow> rows;

@@ -102,10 +102,9 @@ PackedConv2d::PackedConv2d(const at::Tensor& weight, int64_t stride, int64_t pad
   m.channels_last = is_nhwc(weight);
   // The plain weight wrapped as it lies (OIHW, or OHWI for channels-last), then reordered once
   // into the layout the first input's primitive wants.
-  const bool cl = is_nhwc(weight);
-  const auto plain = cl ? weight : weight.contiguous();
+  const auto plain = m.channels_last ? weight : weight.contiguous();
   const dnnl::memory::desc plain_desc({m.out, m.in, m.kernel, m.kernel}, type_of(m.type),
-                                      cl ? Tag::acdb : Tag::abcd);
+                                      m.channels_last ? Tag::acdb : Tag::abcd);
   m.weights = dnnl::memory(plain_desc, engine(), plain.data_ptr());
   TORCH_CHECK(accepts(first_input), "PackedConv2d: unsupported input ", first_input.sizes());
   m.ensure_weights(m.primitive(first_input, bias).weights);
@@ -168,6 +167,5 @@ at::Tensor PackedConv2d::dense(at::MemoryFormat format) const {
   stream().wait();
   return w;
 }
-
 
 }  // namespace cm::kernels
