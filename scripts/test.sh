@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs every test (parity with diffusers' golden vectors included).
+#   bash scripts/test.sh          the default build (Debian's LibTorch 1.13, CPU)
+#   bash scripts/test.sh --cuda   the LibTorch 2.x CUDA build, on this machine's CPU (GPU tests
+#                                 report themselves skipped where no GPU is present)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/build.sh
-ctest --test-dir build --output-on-failure
+if [ "${1:-}" = "--cuda" ]; then
+  bash scripts/build.sh --cuda
+  ctest --test-dir build-cuda --output-on-failure
+else
+  bash scripts/build.sh
+  ctest --test-dir build --output-on-failure
+fi

@@ -1,5 +1,7 @@
 // The real cm binary, run as a user would: exact pixels against diffusers' golden images, and a
 // one-line error with a non-zero exit for bad input.
+#include <torch/cuda.h>
+#include <torch/version.h>
 #include <gtest/gtest.h>
 
 #include "temp_dir_test.h"
@@ -106,6 +108,9 @@ TEST_F(CliTest, BadArgumentsGiveOneLineErrors) {
       {"generate " + model + " --dtype float8", "float8"},
       {"generate -m /nonexistent/model -o " + path("bad.png"), "/nonexistent/model"},
       {"generate " + model + " --steps 0", "--steps"},
+      {"generate " + model + " --devices 0", "--devices"},
+      {"generate " + model + " --device tpu", "tpu"},
+      {"bench -m tiny_cond --device cuda:0 -r 1", "cuda"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.args);
@@ -164,6 +169,22 @@ TEST_F(CliTest, VersionPrints) {
   const auto r = run_cm("--version");
   EXPECT_EQ(r.status, 0);
   EXPECT_NE(r.output.find("cm "), std::string::npos);
+  EXPECT_NE(r.output.find("LibTorch " TORCH_VERSION), std::string::npos) << r.output;
+}
+
+// cm info: the build (LibTorch, CUDA compiled in or not) and the GPUs the runtime sees.
+TEST_F(CliTest, InfoNamesTheBuildAndTheGpus) {
+  const auto r = run_cm("info");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("LibTorch: " TORCH_VERSION), std::string::npos) << r.output;
+#if CM_CUDA
+  EXPECT_NE(r.output.find("CUDA: 13."), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("cuDNN: 9."), std::string::npos) << r.output;
+#else
+  EXPECT_NE(r.output.find("CUDA: not compiled in"), std::string::npos) << r.output;
+#endif
+  const auto gpus = torch::cuda::device_count();
+  EXPECT_NE(r.output.find("GPUs: " + std::to_string(gpus)), std::string::npos) << r.output;
 }
 
 }  // namespace

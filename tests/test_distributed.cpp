@@ -1,12 +1,9 @@
 // Data-parallel training through c10d/Gloo, run as a user would: two `cm train` processes on
 // 127.0.0.1 with batch B must end where one process with batch 2B ends.
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <filesystem>
 
+#include "free_port.h"
 #include "io/state_dict.h"
 #include "run_cm.h"
 #include "temp_dir_test.h"
@@ -15,23 +12,6 @@ namespace cm::test {
 namespace {
 
 namespace fs = std::filesystem;
-
-// A port nobody listens on right now: bind to port 0 and let the kernel choose.
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof a;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    ::close(fd);
-    return 0;
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 std::string train_args(const std::string& out, int batch, const std::string& steps_and_lr =
                                                                "--steps 4 --lr 2e-3") {

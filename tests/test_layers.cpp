@@ -14,6 +14,14 @@ namespace {
 
 using models::Conv2d;
 
+// Builds against LibTorch 2.x use LibTorch's own convolution (CMakeLists.txt: CM_ONEDNN_DIRECT).
+#if CM_ONEDNN_DIRECT
+#define SKIP_WITHOUT_ONEDNN_DIRECT()
+#else
+#define SKIP_WITHOUT_ONEDNN_DIRECT() \
+  GTEST_SKIP() << "built without the direct oneDNN convolutions (LibTorch 2.x)"
+#endif
+
 struct ConvCase {
   int64_t in, out, kernel, stride, padding, side;
 };
@@ -22,6 +30,7 @@ struct ConvCase {
 // original weight: 3×3, strided 3×3 (the downsamplers, also with diffusers' padding 0) and 1×1;
 // NHWC and NCHW inputs; float32 and bfloat16.
 TEST(Conv2dPrepack, MatchesThePlainConvolutionAndKeepsTheWeights) {
+  SKIP_WITHOUT_ONEDNN_DIRECT();
   const std::vector<ConvCase> cases = {
       {64, 48, 3, 1, 1, 9}, {32, 32, 3, 2, 1, 8}, {32, 32, 3, 2, 0, 9}, {40, 24, 1, 1, 0, 7}};
   for (auto type : {at::kFloat, at::kBFloat16}) {
@@ -67,6 +76,7 @@ TEST(Conv2dPrepack, MatchesThePlainConvolutionAndKeepsTheWeights) {
 // One packed layer meets other image sizes and the other layout (a primitive each, the weight
 // reordered again only if a kernel wants another layout), and an input it cannot take as is.
 TEST(Conv2dPrepack, OtherShapesAndLayoutsKeepWorking) {
+  SKIP_WITHOUT_ONEDNN_DIRECT();
   torch::manual_seed(5);
   Conv2d conv(32, 32, 3, 1, 1);
   conv->weight.set_data(conv->weight.contiguous(at::MemoryFormat::ChannelsLast));
@@ -98,6 +108,7 @@ TEST(Conv2dPrepack, OtherDtypesStayPlain) {
 }
 
 TEST(Conv2dPrepack, UNetStateDictIsUnchangedByPacking) {
+  SKIP_WITHOUT_ONEDNN_DIRECT();
   UNetConfig c;
   c.sample_size = 8;
   c.in_channels = c.out_channels = 3;

@@ -32,6 +32,9 @@ struct BenchOptions {
   std::vector<std::string> dtypes = {"float32"};
   std::vector<int> threads = {0};  // 0: all cores
   int repetitions = 5;             // timed runs after one warm-up; the median is reported
+  std::string device = "cpu";      // "cuda" or "cuda:N": the GPU grid (CUDA builds)
+  std::vector<int64_t> timesteps;  // explicit descending timesteps instead of `steps`
+  std::vector<bool> cuda_graphs = {true};  // CUDA: rows with graphs on and/or off
   // Called before each model is loaded or built, and after its first (warm-up) call: a program
   // can tune its allocator for each phase (cm does, tools/cm/memory_policy.h).
   std::function<void()> before_load, after_first_call;
@@ -39,7 +42,10 @@ struct BenchOptions {
 
 struct BenchRow {
   std::string model, dtype;
+  std::string device = "cpu";
   int batch = 1, steps = 1, threads = 1;
+  std::vector<int64_t> timesteps;  // when given explicitly
+  bool cuda_graphs = false;
   double load_s = -1;          // loading the folder (-1: built in memory)
   double first_call_s = 0;     // first pipeline call (allocations, oneDNN primitive creation)
   double ms_per_image = 0;     // median steady state
@@ -51,11 +57,14 @@ struct BenchRow {
   double fraction_of_peak = 0; // median over the timed calls of (that call's GFLOP/s / the
                                // peak sampled right after it)
   double peak_rss_mb = 0;      // process peak resident memory after this row
+  double peak_gpu_mem_mb = 0;  // CUDA: the caching allocator's peak during this row
 };
 
 // Peak of the convolution backend: a 256→256 3×3 NHWC convolution on 64×64, median of six
 // samples (each the best of three calls) after a warm-up.
 double measure_conv_peak_gflops(const std::string& dtype, int threads);
+// The GPU's matrix-multiply peak in that dtype (an 8192³ GEMM, TF32 off for float32), GFLOP/s.
+double measure_gpu_matmul_peak_gflops(const std::string& dtype, const std::string& device);
 std::vector<BenchRow> run_bench(const BenchOptions& options);
 std::string bench_markdown(const std::vector<BenchRow>& rows);
 std::string bench_json(const std::vector<BenchRow>& rows);

@@ -17,6 +17,13 @@ struct LoadOptions {
   at::ScalarType dtype = at::kFloat;  // float32 (exact), bfloat16 or float16
   at::Device device = at::kCPU;
   std::string variant;  // weights variant, e.g. "fp16": diffusion_pytorch_model.fp16.safetensors
+  // CUDA: one copy of the model on each of these GPUs, and every batch split over them in
+  // contiguous parts (the noise is drawn for the whole batch first, so the images are those of
+  // one GPU). Empty: `device` alone.
+  std::vector<int> devices;
+  // CUDA float32: let cuDNN and cuBLAS use TF32 (faster, ~1e-3 off). Off keeps float32 exact;
+  // LibTorch's switches are process-wide, so loading a CUDA model sets them.
+  bool allow_tf32 = false;
 };
 
 // Called after each step with the step index, the step count, the timestep and the sample.
@@ -32,6 +39,11 @@ struct GenerateOptions {
   std::vector<int64_t> timesteps;  // explicit descending indices; override num_inference_steps
   uint64_t seed = 0;               // torch.Generator().manual_seed(seed)
   std::optional<at::Tensor> latents;  // [B, C, H, W] unit-variance noise instead of a seeded draw
+  // CUDA: the whole sampling loop (every step, the scheduler's arithmetic included) is captured
+  // once per (device, batch size, timesteps, dtype) as a CUDA graph and replayed: the C++
+  // counterpart of torch.compile(mode="reduce-overhead"). Replays give eager execution's numbers
+  // bit for bit; on_step then runs after the replay, once per step, with the final sample.
+  bool cuda_graphs = true;
   StepCallback on_step;
 };
 
@@ -55,14 +67,28 @@ class ConsistencyModelPipeline {
                                                   const LoadOptions& options = {});
 
   // Throws cm::Error on invalid options (batch size, labels, steps, timesteps, latents shape).
+  // Each call keeps its own scheduler state.
   GenerateResult operator()(const GenerateOptions& options);
 
   UNet2DModel& unet() { return unet_; }
   CMStochasticIterativeScheduler& scheduler() { return scheduler_; }
+  // The devices a batch is split over (one entry on the CPU).
+  std::vector<at::Device> devices() const;
+
+  // The CUDA graphs captured so far (0 on the CPU): one per (device, batch, timesteps, dtype).
+  size_t cuda_graph_count() const;
 
  private:
+  struct CudaGraphs;
+  at::Tensor sample_on(size_t replica, const GenerateOptions& o,
+                       const CMStochasticIterativeScheduler& scheduler, const at::Tensor& noise,
+                       const std::vector<at::Tensor>& step_noise,
+                       const std::optional<at::Tensor>& labels);
+
   UNet2DModel unet_;
   CMStochasticIterativeScheduler scheduler_;
+  std::vector<UNet2DModel> replicas_;  // further GPUs of LoadOptions::devices
+  std::shared_ptr<CudaGraphs> graphs_;
 };
 
 }  // namespace cm

@@ -41,6 +41,11 @@ class CMStochasticIterativeScheduler {
   // undefined generator means torch's default one).
   at::Tensor step(const at::Tensor& model_output, size_t step_index, const at::Tensor& sample,
                   const at::Generator& generator = {}) const;
+  // The same step with the re-noising draw given (unit variance, the sample's shape; ignored
+  // with a single step): what a caller that draws every step's noise up front (a CUDA graph)
+  // uses. step() is this with the draw made from `generator`.
+  at::Tensor step_with_noise(const at::Tensor& model_output, size_t step_index,
+                             const at::Tensor& sample, const at::Tensor& noise) const;
   // The denoised estimate alone (c_skip·sample + c_out·model_output, clipped when configured).
   at::Tensor denoise(const at::Tensor& model_output, size_t step_index,
                      const at::Tensor& sample) const;

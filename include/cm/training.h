@@ -19,6 +19,7 @@ struct DistributedOptions {
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
   double timeout_seconds = 300;  // waiting for the other ranks to join, or for one collective
+  int local_rank = -1;           // LOCAL_RANK (the GPU on this machine); -1: unset
 };
 // RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT as torchrun sets them; unset: one process.
 DistributedOptions distributed_from_env();
@@ -59,6 +60,9 @@ struct TrainOptions {
   int64_t sample_every = 1000;   // sample grid PNG (one image per class), 0 disables
   int64_t log_every = 10;
   bool bf16 = false;             // bfloat16 autocast for the forward passes
+  // "cpu", or "cuda": each process trains on one GPU, cuda:(LOCAL_RANK, else RANK modulo the
+  // GPU count), and data parallelism goes through NCCL instead of Gloo. "cuda:N" pins one GPU.
+  std::string device = "cpu";
   bool resume = false;
   int64_t stop_after = 0;       // > 0: stop (with a checkpoint) after this many steps of this run
   double max_minutes = 0;       // > 0: stop (with a checkpoint) after this much wall time

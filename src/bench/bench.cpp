@@ -147,7 +147,23 @@ double measure_conv_peak_gflops(const std::string& dtype, int threads) {
   return median(samples);
 }
 
+#if CM_CUDA
+std::vector<BenchRow> run_cuda_bench(const BenchOptions& o);  // src/bench/cuda_bench.cpp
+#else
+double measure_gpu_matmul_peak_gflops(const std::string&, const std::string&) {
+  throw Error("--device cuda: this cm was built without CUDA (see scripts/build.sh --cuda)");
+}
+#endif
+
 std::vector<BenchRow> run_bench(const BenchOptions& o) {
+  if (o.device != "cpu") {
+#if CM_CUDA
+    return run_cuda_bench(o);
+#else
+    throw Error("--device " + o.device +
+                ": this cm was built without CUDA (see scripts/build.sh --cuda)");
+#endif
+  }
   std::vector<BenchRow> rows;
   for (const auto& model : o.models) {
     for (const auto& dtype : o.dtypes) {
@@ -173,16 +189,18 @@ std::vector<BenchRow> run_bench(const BenchOptions& o) {
         }
         const double gflop = count_unet_flops(pipe->unet()->config()).total() / 1e9;
         for (int batch : o.batch_sizes) {
-          for (int steps : o.steps) {
+          for (int steps : bench_util::step_counts(o)) {
             GenerateOptions g;
             g.batch_size = batch;
             g.num_inference_steps = steps;
+            g.timesteps = o.timesteps;
             g.seed = 0;
             BenchRow r;
             r.model = model;
             r.dtype = dtype;
             r.batch = batch;
             r.steps = steps;
+            r.timesteps = o.timesteps;
             r.threads = nt;
             r.load_s = load_s;
             auto t = Clock::now();
@@ -218,7 +236,32 @@ std::vector<BenchRow> run_bench(const BenchOptions& o) {
   return rows;
 }
 
+namespace {
+
+// CUDA rows: device and graphs instead of threads, the matmul peak, the GPU's peak memory.
+std::string cuda_markdown(const std::vector<BenchRow>& rows) {
+  std::ostringstream s;
+  s << "| model | device | dtype | batch | steps | graphs | first call s | ms/image | images/s | "
+       "GFLOP/image | TFLOP/s | matmul peak TFLOP/s | of peak | peak GPU MB |\n";
+  s << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  char buf[512];
+  for (const auto& r : rows) {
+    std::snprintf(buf, sizeof buf,
+                  "| %s | %s | %s | %d | %d | %s | %.3f | %.2f | %.1f | %.1f | %.1f | %.0f | "
+                  "%.1f%% | %.0f |\n",
+                  r.model.c_str(), r.device.c_str(), r.dtype.c_str(), r.batch, r.steps,
+                  r.cuda_graphs ? "on" : "off", r.first_call_s, r.ms_per_image, r.images_per_s,
+                  r.gflop_per_image, r.achieved_gflops / 1e3, r.peak_gflops / 1e3,
+                  100 * r.fraction_of_peak, r.peak_gpu_mem_mb);
+    s << buf;
+  }
+  return s.str();
+}
+
+}  // namespace
+
 std::string bench_markdown(const std::vector<BenchRow>& rows) {
+  if (!rows.empty() && rows.front().device != "cpu") return cuda_markdown(rows);
   std::ostringstream s;
   s << "| model | dtype | threads | batch | steps | load s | first call s | ms/image | images/s | "
        "GFLOP/image | GFLOP/s | peak GFLOP/s | of peak | peak RSS MB |\n";
@@ -241,7 +284,11 @@ std::string bench_json(const std::vector<BenchRow>& rows) {
   nlohmann::json j = nlohmann::json::array();
   for (const auto& r : rows) {
     j.push_back({{"model", r.model},
+                 {"device", r.device},
                  {"dtype", r.dtype},
+                 {"timesteps", r.timesteps},
+                 {"cuda_graphs", r.cuda_graphs},
+                 {"peak_gpu_mem_mb", r.peak_gpu_mem_mb},
                  {"threads", r.threads},
                  {"batch", r.batch},
                  {"steps", r.steps},

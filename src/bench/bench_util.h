@@ -5,7 +5,15 @@
 #include <thread>
 #include <vector>
 
+#include "cm/bench.h"
+
 namespace cm::bench_util {
+
+// The step counts of the grid: explicit timesteps make one schedule of their length.
+inline std::vector<int> step_counts(const BenchOptions& o) {
+  if (!o.timesteps.empty()) return {static_cast<int>(o.timesteps.size())};
+  return o.steps;
+}
 
 inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <torch/nn/modules/dropout.h>
+#include <torch/version.h>
 
 #include "kernels/norm_act.h"
 #include "kernels/softmax.h"
@@ -20,9 +21,23 @@ namespace {
 // second GEMM, instead of a [slices, tokens, tokens] block (24 MB at 32×32) going through memory
 // three times. Per row it is the same computation. cm runs OpenBLAS single-threaded and oneDNN
 // runs single-threaded inside a parallel region, so each thread does whole blocks.
-at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                  int64_t heads) {
   const int64_t slices = q.size(0), tokens = q.size(1);
   const auto type = q.scalar_type();
+#if TORCH_VERSION_MAJOR >= 2
+  // On a GPU, LibTorch 2.x's fused attention (flash or memory-efficient kernels, float32 math
+  // inside): diffusers' AttnProcessor2_0 does the same there. [B·heads, tokens, d] is viewed as
+  // [B, heads, tokens, d], the layout those kernels take.
+  if (q.is_cuda()) {
+    const int64_t b = slices / heads, d = q.size(2);
+    auto view = [&](const at::Tensor& t) { return t.reshape({b, heads, tokens, t.size(2)}); };
+    return at::scaled_dot_product_attention(view(q), view(k), view(v), {}, 0.0, false, scale)
+        .reshape({slices, tokens, d});
+  }
+#else
+  (void)heads;
+#endif
   if (at::GradMode::is_enabled() || !q.is_cpu() || (type != at::kFloat && type != at::kBFloat16)) {
     auto scores = at::baddbmm(at::empty({slices, tokens, tokens}, q.options()), q,
                               k.transpose(1, 2), /*beta=*/0, /*alpha=*/scale);
@@ -98,7 +113,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x) {
 
   // Softmax in float32 whatever the model dtype (diffusers' upcast_softmax); β = 0 and α = scale
   // inside the GEMM, as diffusers' AttnProcessor does.
-  auto o = attend(q, k, v, scale_);
+  auto o = attend(q, k, v, scale_, heads_);
   const int64_t d = o.size(2);
   o = o.reshape({b, heads_, tokens, d}).permute({0, 2, 1, 3}).reshape({b, tokens, heads_ * d});
   o = to_out[0]->as<Linear>()->forward(o);

@@ -7,7 +7,9 @@
 #endif
 #include <torch/nn/init.h>
 
+#if CM_ONEDNN_DIRECT
 #include "kernels/onednn_conv.h"
+#endif
 
 namespace cm::models {
 namespace {
@@ -45,15 +47,20 @@ Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel
 }
 
 bool Conv2dImpl::should_prepack(const at::Tensor& x) const {
+#if CM_ONEDNN_DIRECT
   const auto type = weight.scalar_type();
   return allow_prepack_ && !at::GradMode::is_enabled() && weight.device().is_cpu() &&
          (type == at::kFloat || type == at::kBFloat16) && x.scalar_type() == type &&
          x.dim() == 4 && x.numel() > 0 &&
          (x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast));
+#else
+  return false;  // LibTorch's own convolution (CMakeLists.txt: CM_ONEDNN_DIRECT)
+#endif
 }
 
 at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
   if (packed_ && at::GradMode::is_enabled()) unpack();
+#if CM_ONEDNN_DIRECT
   if (!packed_ && should_prepack(x)) {
     dense_format_ = weight.is_contiguous(at::MemoryFormat::ChannelsLast)
                         ? at::MemoryFormat::ChannelsLast
@@ -64,11 +71,15 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
     return_freed_heap_pages();
   }
   if (packed_) return packed_->forward(packed_->accepts(x) ? x : x.contiguous(), bias);
+#endif
   return at::conv2d(x, weight, bias, stride_, padding_);
 }
 
 at::Tensor Conv2dImpl::dense_weight() const {
-  return packed_ ? packed_->dense(dense_format_) : weight;
+#if CM_ONEDNN_DIRECT
+  if (packed_) return packed_->dense(dense_format_);
+#endif
+  return weight;
 }
 
 void Conv2dImpl::unpack() {

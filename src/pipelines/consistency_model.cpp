@@ -1,48 +1,105 @@
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
 #include <filesystem>
+#include <future>
 
 #include "cm/error.h"
 #include "cm/pipeline.h"
+#include "pipelines/sampling_loop.h"
+#if CM_CUDA
+#include "pipelines/cuda_graphs.h"
+#endif
 
 namespace cm {
 
 namespace fs = std::filesystem;
 
+#if CM_CUDA
+struct ConsistencyModelPipeline::CudaGraphs : pipelines::CudaGraphCache {};
+#else
+struct ConsistencyModelPipeline::CudaGraphs {};
+#endif
+
 ConsistencyModelPipeline::ConsistencyModelPipeline(UNet2DModel unet,
                                                    CMStochasticIterativeScheduler scheduler)
     : unet_(std::move(unet)), scheduler_(std::move(scheduler)) {
   unet_->eval();  // dropout off: sampling is deterministic given the seed
-  // oneDNN's convolutions run about 1.4x faster on NHWC, and the attention blocks then read
+  // oneDNN's and cuDNN's convolutions run faster on NHWC, and the attention blocks then read
   // their tokens without a transpose copy (docs/performance.md).
-  if (unet_->parameters().front().device().is_cpu()) {
-    unet_->to_channels_last();
-    unet_->allow_weight_prepacking(true);
-  }
+  unet_->to_channels_last();
+  if (unet_->parameters().front().device().is_cpu()) unet_->allow_weight_prepacking(true);
+  graphs_ = std::make_shared<CudaGraphs>();
 }
+
+std::vector<at::Device> ConsistencyModelPipeline::devices() const {
+  std::vector<at::Device> out{unet_->parameters().front().device()};
+  for (const auto& r : replicas_) out.push_back(r->parameters().front().device());
+  return out;
+}
+
+size_t ConsistencyModelPipeline::cuda_graph_count() const {
+#if CM_CUDA
+  return graphs_->size();
+#else
+  return 0;
+#endif
+}
+
+namespace {
+
+// The devices a pipeline is loaded on: LoadOptions::devices (CUDA indices) or its device.
+std::vector<at::Device> load_devices(const LoadOptions& o) {
+  if (o.devices.empty()) return {o.device};
+  if (!o.device.is_cuda())
+    throw Error("devices: splitting a batch over several devices needs --device cuda");
+  std::vector<at::Device> out;
+  for (int d : o.devices) {
+    if (d < 0) throw Error("devices: '" + std::to_string(d) + "' is not a GPU index");
+    for (const auto& e : out) {
+      if (e.index() == d) throw Error("devices: GPU " + std::to_string(d) + " is listed twice");
+    }
+    out.emplace_back(at::kCUDA, static_cast<at::DeviceIndex>(d));
+  }
+  return out;
+}
+
+}  // namespace
 
 ConsistencyModelPipeline ConsistencyModelPipeline::from_pretrained(const std::string& path,
                                                                    const LoadOptions& options) {
   if (!fs::exists(path)) throw Error(path + ": model folder does not exist");
   if (!fs::is_directory(path)) throw Error(path + ": not a directory");
+  const auto devices = load_devices(options);
+  if (devices.front().is_cuda()) {
+    // LibTorch lets cuDNN use TF32 for float32 convolutions by default: ~1e-3 off diffusers'
+    // float32 numbers. Process-wide switches, so a float32 load decides them.
+    at::globalContext().setAllowTF32CuDNN(options.allow_tf32);
+    at::globalContext().setAllowTF32CuBLAS(options.allow_tf32);
+  }
   const fs::path root(path);
-  // Loaded straight into the layout the constructor would otherwise convert to, in one copy.
-  const auto format =
-      options.device.is_cpu() ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  if (fs::exists(root / "model_index.json")) {
+  const bool is_pipeline = fs::exists(root / "model_index.json");
+  if (!is_pipeline && !fs::exists(root / "config.json"))
+    throw Error(path +
+                ": neither a pipeline folder (model_index.json) nor a UNet folder (config.json)");
+  SchedulerConfig sc;
+  if (is_pipeline) {
     PipelineIndex::load((root / "model_index.json").string());
     const fs::path sched = root / "scheduler" / "scheduler_config.json";
-    const SchedulerConfig sc =
-        fs::exists(sched) ? SchedulerConfig::load(sched.string()) : SchedulerConfig{};
-    return ConsistencyModelPipeline(load_unet((root / "unet").string(), options.dtype,
-                                              options.device, options.variant, format),
-                                    CMStochasticIterativeScheduler(sc));
+    if (fs::exists(sched)) sc = SchedulerConfig::load(sched.string());
   }
-  if (fs::exists(root / "config.json")) {
-    return ConsistencyModelPipeline(
-        load_unet(path, options.dtype, options.device, options.variant, format),
-        CMStochasticIterativeScheduler());
+  const std::string unet_dir = is_pipeline ? (root / "unet").string() : path;
+  // Loaded straight into the layout the constructor would otherwise convert to, in one copy.
+  auto load = [&](const at::Device& d) {
+    return load_unet(unet_dir, options.dtype, d, options.variant, at::MemoryFormat::ChannelsLast);
+  };
+  ConsistencyModelPipeline pipe(load(devices.front()), CMStochasticIterativeScheduler(sc));
+  for (size_t i = 1; i < devices.size(); ++i) {
+    auto replica = load(devices[i]);
+    replica->eval();
+    replica->to_channels_last();
+    pipe.replicas_.push_back(replica);
   }
-  throw Error(path + ": neither a pipeline folder (model_index.json) nor a UNet folder (config.json)");
+  return pipe;
 }
 
 std::vector<int64_t> resolve_class_labels(const UNetConfig& config, const GenerateOptions& o) {
@@ -73,25 +130,64 @@ std::vector<int64_t> resolve_class_labels(const UNetConfig& config, const Genera
   return labels;
 }
 
+at::Tensor ConsistencyModelPipeline::sample_on(size_t replica, const GenerateOptions& o,
+                                               const CMStochasticIterativeScheduler& scheduler,
+                                               const at::Tensor& noise,
+                                               const std::vector<at::Tensor>& step_noise,
+                                               const std::optional<at::Tensor>& labels) {
+  UNet2DModelImpl& unet = replica == 0 ? *unet_ : *replicas_[replica - 1];
+  const auto device = unet.parameters().front().device();
+  pipelines::SamplingInputs host{noise, step_noise, labels, {}};
+  for (double t : scheduler.timesteps()) host.timesteps.push_back(at::scalar_tensor(t, at::kDouble));
+  const auto& timesteps = scheduler.timesteps();
+  const int steps = static_cast<int>(timesteps.size());
+  // Progress for the first part of the batch only: one report per step.
+  pipelines::AfterStep after_step;
+  if (o.on_step && replica == 0) {
+    after_step = [&](int i, const at::Tensor& sample) { o.on_step(i, steps, timesteps[i], sample); };
+  }
+  if (device.is_cpu()) return run_sampling_loop(unet, scheduler, host, after_step);
+#if CM_CUDA
+  if (o.cuda_graphs) {
+    const auto sample = graphs_->run(unet, scheduler, host, device);
+    if (after_step) {
+      for (int i = 0; i < steps; ++i) after_step(i, sample);
+    }
+    return sample;
+  }
+#endif
+  const auto sample =
+      run_sampling_loop(unet, scheduler, pipelines::to_device(host, device), after_step);
+  auto out = at::empty(sample.sizes(), sample.options().device(at::kCPU).pinned_memory(true));
+  out.copy_(sample);
+  return out;
+}
+
 GenerateResult ConsistencyModelPipeline::operator()(const GenerateOptions& o) {
   const UNetConfig& config = unet_->config();
   if (o.batch_size < 1)
     throw Error("batch size must be at least 1, got " + std::to_string(o.batch_size));
   if (config.sample_size <= 0) throw Error("the UNet config has no sample_size");
+  // The call's own schedule: the loaded pipeline is never changed by a call.
+  CMStochasticIterativeScheduler scheduler = scheduler_;
   if (o.timesteps.empty()) {
-    scheduler_.set_timesteps(o.num_inference_steps);
+    scheduler.set_timesteps(o.num_inference_steps);
   } else {
-    scheduler_.set_timesteps(o.timesteps);
+    scheduler.set_timesteps(o.timesteps);
   }
   const auto param = unet_->parameters().front();
   const auto dtype = param.scalar_type();
-  const auto device = param.device();
+  const bool cuda = param.device().is_cuda();
   const std::vector<int64_t> shape = {o.batch_size, config.in_channels, config.sample_size,
                                       config.sample_size};
 
   torch::InferenceMode inference;
+  // Every draw is made up front on the CPU, in diffusers' order (the initial noise, then one per
+  // step when there are several): the same numbers as drawing each when it is needed, and a CUDA
+  // graph then needs no generator. Pinned, so copies to a GPU run asynchronously.
   auto generator = at::detail::createCPUGenerator(o.seed);
-  at::Tensor sample;
+  const auto host = at::TensorOptions().dtype(dtype).pinned_memory(cuda);
+  at::Tensor noise;
   if (o.latents) {
     if (o.latents->sizes().vec() != shape) {
       std::ostringstream ss;
@@ -99,29 +195,52 @@ GenerateResult ConsistencyModelPipeline::operator()(const GenerateOptions& o) {
          << " is expected";
       throw Error(ss.str());
     }
-    sample = o.latents->to(device, dtype);
+    noise = at::empty(shape, host);
+    noise.copy_(*o.latents);
   } else {
-    sample = at::randn(shape, generator, at::TensorOptions().dtype(dtype)).to(device);
+    noise = at::randn(shape, generator, host);
   }
-  sample = sample * scheduler_.init_noise_sigma();
+  std::vector<at::Tensor> step_noise;
+  if (scheduler.num_steps() > 1) {
+    for (size_t i = 0; i < scheduler.num_steps(); ++i)
+      step_noise.push_back(at::randn(shape, generator, host));
+  }
 
   GenerateResult result;
   result.class_labels = resolve_class_labels(config, o);
   std::optional<at::Tensor> labels;
-  if (!result.class_labels.empty()) labels = at::tensor(result.class_labels).to(device);
-
-  const auto& timesteps = scheduler_.timesteps();
-  const int steps = static_cast<int>(timesteps.size());
-  for (int i = 0; i < steps; ++i) {
-    const auto t = at::scalar_tensor(timesteps[i], at::kDouble);
-    const auto scaled = scheduler_.scale_model_input(sample, i);
-    const auto out = unet_->forward(scaled, t, labels);
-    sample = scheduler_.step(out, i, sample, generator);
-    if (o.on_step) o.on_step(i, steps, timesteps[i], sample);
+  if (!result.class_labels.empty()) {
+    labels = at::empty({o.batch_size}, at::TensorOptions().dtype(at::kLong).pinned_memory(cuda));
+    std::copy(result.class_labels.begin(), result.class_labels.end(), labels->data_ptr<int64_t>());
   }
-  result.images = (sample / 2 + 0.5).clamp(0, 1).to(at::kCPU, at::kFloat).permute({0, 2, 3, 1})
-                      .contiguous();
-  result.timesteps = timesteps;
+
+  // The batch in contiguous parts, one per device (parts never empty).
+  const int64_t parts = std::min<int64_t>(1 + replicas_.size(), o.batch_size);
+  std::vector<at::Tensor> samples;
+  if (parts == 1) {
+    samples.push_back(sample_on(0, o, scheduler, noise, step_noise, labels));
+  } else {
+    const int64_t per = (o.batch_size + parts - 1) / parts;
+    std::vector<std::future<at::Tensor>> jobs;
+    for (int64_t p = 0; p < parts; ++p) {
+      const int64_t begin = p * per, len = std::min(per, o.batch_size - begin);
+      if (len <= 0) break;
+      auto slice = [&](const at::Tensor& t) { return t.narrow(0, begin, len); };
+      std::vector<at::Tensor> sn;
+      for (const auto& n : step_noise) sn.push_back(slice(n));
+      std::optional<at::Tensor> l;
+      if (labels) l = slice(*labels);
+      jobs.push_back(std::async(std::launch::async, [this, p, &o, &scheduler, x = slice(noise),
+                                                     sn, l] {
+        torch::InferenceMode inference_here;
+        return sample_on(static_cast<size_t>(p), o, scheduler, x, sn, l);
+      }));
+    }
+    for (auto& j : jobs) samples.push_back(j.get());
+  }
+  const auto sample = samples.size() == 1 ? samples.front() : at::cat(samples);
+  result.images = pipelines::to_unit_range(sample).to(at::kCPU).permute({0, 2, 3, 1}).contiguous();
+  result.timesteps = scheduler.timesteps();
   return result;
 }
 

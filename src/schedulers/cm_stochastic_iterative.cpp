@@ -95,13 +95,14 @@ at::Tensor CMStochasticIterativeScheduler::scale_model_input(const at::Tensor& s
 at::Tensor CMStochasticIterativeScheduler::denoise(const at::Tensor& model_output,
                                                    size_t step_index,
                                                    const at::Tensor& sample) const {
+  // The scalings stay 0-d CPU tensors: ATen passes them to a GPU kernel as scalar arguments, so
+  // no host-to-device copy is made (which a CUDA graph could not capture).
   const auto sigma = at::scalar_tensor(sigmas_.at(step_index), at::kFloat);
   const double sd2 = config_.sigma_data * config_.sigma_data;
   const auto c_skip = sd2 / ((sigma - config_.sigma_min).pow(2) + sd2);
   const auto c_out =
       (sigma - config_.sigma_min) * config_.sigma_data / (sigma.pow(2) + sd2).pow(0.5);
-  auto denoised = c_out.to(model_output.device()) * model_output +
-                  c_skip.to(sample.device()) * sample;
+  auto denoised = c_out * model_output + c_skip * sample;
   if (config_.clip_denoised) denoised = denoised.clamp(-1, 1);
   return denoised;
 }
@@ -109,7 +110,6 @@ at::Tensor CMStochasticIterativeScheduler::denoise(const at::Tensor& model_outpu
 at::Tensor CMStochasticIterativeScheduler::step(const at::Tensor& model_output, size_t step_index,
                                                 const at::Tensor& sample,
                                                 const at::Generator& generator) const {
-  const auto denoised = denoise(model_output, step_index, sample);
   at::Tensor noise;
   if (timesteps_.size() > 1) {
     // Drawn on the CPU, as diffusers' randn_tensor does for a CPU generator, then moved.
@@ -118,11 +118,20 @@ at::Tensor CMStochasticIterativeScheduler::step(const at::Tensor& model_output, 
     noise = at::randn(model_output.sizes(), gen,
                       at::TensorOptions().dtype(model_output.scalar_type()))
                 .to(model_output.device());
-  } else {
-    noise = at::zeros_like(model_output);
   }
-  const auto z = noise * config_.s_noise;
-  return denoised + z * noise_scale(step_index).to(z.device());
+  return step_with_noise(model_output, step_index, sample, noise);
+}
+
+at::Tensor CMStochasticIterativeScheduler::step_with_noise(const at::Tensor& model_output,
+                                                           size_t step_index,
+                                                           const at::Tensor& sample,
+                                                           const at::Tensor& noise) const {
+  if (timesteps_.size() > 1 && !noise.defined())
+    throw Error("step_with_noise: a multistep schedule needs the step's noise");
+  const auto denoised = denoise(model_output, step_index, sample);
+  const auto n = timesteps_.size() > 1 ? noise : at::zeros_like(model_output);
+  const auto z = n * config_.s_noise;
+  return denoised + z * noise_scale(step_index);
 }
 
 at::Tensor CMStochasticIterativeScheduler::noise_scale(size_t step_index) const {

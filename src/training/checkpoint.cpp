@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cm/error.h"
+#include <ATen/Context.h>
+
 #include "io/state_dict.h"
 
 namespace cm::training {
@@ -76,6 +78,10 @@ void save_checkpoint(const std::string& output_dir, const TrainOptions& options,
   }
   t.emplace("rng.data", state.generator.get_state());
   t.emplace("rng.default", at::detail::getDefaultCPUGenerator().get_state());
+  // Dropout on a GPU draws from that device's generator.
+  const auto device = state.online->parameters().front().device();
+  if (device.is_cuda())
+    t.emplace("rng.cuda", at::globalContext().defaultGenerator(device).get_state());
   write_state_dict((tmp_dir / kStateFile).string(), t,
                    {{"format", "pt"},
                     {"step", std::to_string(state.step)},
@@ -103,14 +109,20 @@ void load_checkpoint(const std::string& output_dir, TrainState& state) {
     auto avg = t.find("adam.exp_avg." + p.key());
     if (avg == t.end()) continue;
     auto s = std::make_unique<torch::optim::AdamParamState>();
-    s->exp_avg(avg->second.clone());
-    s->exp_avg_sq(t.at("adam.exp_avg_sq." + p.key()).clone());
+    const auto device = p.value().device();
+    s->exp_avg(avg->second.to(device, /*non_blocking=*/false, /*copy=*/true));
+    s->exp_avg_sq(t.at("adam.exp_avg_sq." + p.key()).to(device, false, true));
     s->step(t.at("adam.step." + p.key()).item<int64_t>());
     state.optimizer->state()[param_key(p.value())] = std::move(s);
   }
   state.generator.set_state(t.at("rng.data"));
   at::Generator default_gen = at::detail::getDefaultCPUGenerator();
   default_gen.set_state(t.at("rng.default"));
+  const auto device = state.online->parameters().front().device();
+  if (const auto cuda = t.find("rng.cuda"); cuda != t.end() && device.is_cuda()) {
+    at::Generator g = at::globalContext().defaultGenerator(device);
+    g.set_state(cuda->second);
+  }
   state.step = std::stoll(it->second);
 }
 

@@ -7,7 +7,15 @@
 #endif
 
 #include <ATen/ATen.h>
+#include <torch/version.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#if CM_CUDA
+// NCCL for tensors on GPUs (the CUDA toolkit's nccl.h; LibTorch 2.x links NCCL itself).
+#ifndef USE_C10D_NCCL
+#define USE_C10D_NCCL
+#endif
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <chrono>
@@ -37,17 +45,27 @@ DistributedOptions distributed_from_env() {
   d.rank = env_int("RANK", 0, 0);
   if (const char* a = std::getenv("MASTER_ADDR"); a && *a) d.master_addr = a;
   d.master_port = env_int("MASTER_PORT", d.master_port, 1);
+  d.local_rank = env_int("LOCAL_RANK", -1, 0);
   return d;
 }
 
 namespace training {
 
+// The process groups' common base: c10d::ProcessGroup in LibTorch 1.x, c10d::Backend in 2.x.
+#if TORCH_VERSION_MAJOR >= 2
+using GroupBase = c10d::Backend;
+#else
+using GroupBase = c10d::ProcessGroup;
+#endif
+
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  c10::intrusive_ptr<GroupBase> group;
+  at::Device device = at::kCPU;  // where collectives' scalars live (a GPU under NCCL)
 };
 
-ProcessGroup::ProcessGroup(const DistributedOptions& o) : rank_(o.rank), world_size_(o.world_size) {
+ProcessGroup::ProcessGroup(const DistributedOptions& o, const at::Device& device)
+    : rank_(o.rank), world_size_(o.world_size) {
   if (o.world_size < 1) throw Error("WORLD_SIZE: must be at least 1");
   if (o.rank < 0 || o.rank >= o.world_size)
     throw Error("RANK: " + std::to_string(o.rank) + " is outside [0, WORLD_SIZE=" +
@@ -63,6 +81,18 @@ ProcessGroup::ProcessGroup(const DistributedOptions& o) : rank_(o.rank), world_s
     so.numWorkers = static_cast<size_t>(o.world_size);
     so.timeout = timeout;
     impl_->store = c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
+    if (device.is_cuda()) {
+#if CM_CUDA
+      auto no = c10d::ProcessGroupNCCL::Options::create();
+      no->timeout = timeout;
+      impl_->group = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl_->store, o.rank,
+                                                                  o.world_size, no);
+      impl_->device = device;
+      return;
+#else
+      throw Error("this cm was built without CUDA");
+#endif
+    }
     auto go = c10d::ProcessGroupGloo::Options::create(timeout);
     // GLOO_SOCKET_IFNAME picks the network interface, as in PyTorch; otherwise the interface
     // that reaches MASTER_ADDR's own host name resolution (loopback for a one-machine run).
@@ -114,14 +144,14 @@ void ProcessGroup::broadcast(const std::vector<at::Tensor>& tensors) {
 
 double ProcessGroup::mean(double value) {
   if (world_size_ == 1) return value;
-  std::vector<at::Tensor> t{at::tensor({value}, at::kDouble)};
+  std::vector<at::Tensor> t{at::tensor({value}, at::kDouble).to(impl_->device)};
   impl_->group->allreduce(t)->wait();
   return t[0].item<double>() / world_size_;
 }
 
 bool ProcessGroup::any(bool flag) {
   if (world_size_ == 1) return flag;
-  std::vector<at::Tensor> t{at::tensor({flag ? 1.0 : 0.0}, at::kDouble)};
+  std::vector<at::Tensor> t{at::tensor({flag ? 1.0 : 0.0}, at::kDouble).to(impl_->device)};
   impl_->group->allreduce(t)->wait();
   return t[0].item<double>() > 0;
 }

@@ -14,8 +14,9 @@ namespace cm::training {
 class ProcessGroup {
  public:
   // world_size 1 makes no connection and every collective a no-op. Otherwise blocks until all
-  // ranks have joined (a cm::Error naming the address after options.timeout_seconds).
-  explicit ProcessGroup(const DistributedOptions& options);
+  // ranks have joined (a cm::Error naming the address after options.timeout_seconds). Tensors
+  // on a GPU (`device` CUDA) go through NCCL, CPU tensors through Gloo.
+  explicit ProcessGroup(const DistributedOptions& options, const at::Device& device = at::kCPU);
   ~ProcessGroup();
   ProcessGroup(const ProcessGroup&) = delete;
   ProcessGroup& operator=(const ProcessGroup&) = delete;

@@ -2,6 +2,8 @@
 // method's loss, average the gradients over the processes, Adam (or RAdam) step with warm-up and
 // clipping, update target and EMA weights.
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
+#include <torch/cuda.h>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -35,6 +37,7 @@ extern "C" void on_sigint(int) { g_interrupted = true; }
 
 UNet2DModel clone_unet(const UNet2DModel& m) {
   UNet2DModel copy(m->config());
+  copy->to(m->parameters().front().device());
   copy->load_state_dict(m->state_dict(), "copy");
   return copy;
 }
@@ -55,6 +58,29 @@ at::Tensor distance(const std::string& kind, const at::Tensor& a, const at::Tens
   if (kind == "l1") return (a - b).abs().flatten(1).mean(1);
   if (kind == "pseudo-huber") return pseudo_huber(a, b, pseudo_huber_c(a[0].numel()));
   throw Error("--distance: unknown value '" + kind + "' (l2, l1, pseudo-huber)");
+}
+
+// "cpu", "cuda" (this process's GPU: LOCAL_RANK, else RANK modulo the GPU count) or "cuda:N".
+at::Device training_device(const std::string& name, const DistributedOptions& d) {
+  if (name == "cpu") return at::kCPU;
+  if (name.rfind("cuda", 0) != 0) throw Error("--device: unknown value '" + name + "' (cpu, cuda, cuda:N)");
+  const auto count = static_cast<int>(torch::cuda::device_count());
+  if (count == 0) throw Error("--device " + name + ": no CUDA device is visible to this process");
+  int index = 0;
+  if (name == "cuda") {
+    index = d.local_rank >= 0 ? d.local_rank : d.rank % count;
+  } else {
+    try {
+      const at::Device dev(name);
+      index = dev.has_index() ? dev.index() : 0;
+    } catch (const std::exception&) {
+      throw Error("--device: bad value '" + name + "'");
+    }
+  }
+  if (index >= count)
+    throw Error("--device " + name + ": GPU " + std::to_string(index) + " does not exist (" +
+                std::to_string(count) + " visible)");
+  return at::Device(at::kCUDA, static_cast<at::DeviceIndex>(index));
 }
 
 struct Batch {
@@ -90,7 +116,8 @@ class Trainer {
     if (conditional_ && *u.num_class_embeds < static_cast<int>(data_.class_names.size()))
       throw Error("num_class_embeds is smaller than the dataset's class count");
 
-    group_ = std::make_unique<ProcessGroup>(o.distributed);
+    device_ = training_device(o.device, o.distributed);
+    group_ = std::make_unique<ProcessGroup>(o.distributed, device_);
     if (!data_.skipped.empty() && group_->is_main() && !o.quiet) {
       for (size_t i = 0; i < data_.skipped.size() && i < 5; ++i)
         std::fprintf(stderr, "warning: %s (skipped)\n", data_.skipped[i].c_str());
@@ -99,6 +126,7 @@ class Trainer {
     }
     torch::manual_seed(o.seed);  // initial weights and dropout masks
     s_.online = UNet2DModel(u);
+    s_.online->to(device_);  // drawn on the CPU first: the same initial weights on any device
     s_.online->train();
     // The same seed gives every rank the same weights already; the broadcast makes it a rule.
     group_->broadcast(s_.online->parameters());
@@ -112,7 +140,8 @@ class Trainer {
     if (o.method == "cd") {
       if (o.teacher.empty()) throw Error("--teacher: required for --method cd");
       const fs::path t(o.teacher);
-      teacher_ = load_unet(fs::exists(t / "unet") ? (t / "unet").string() : o.teacher);
+      teacher_ = load_unet(fs::exists(t / "unet") ? (t / "unet").string() : o.teacher,
+                           at::kFloat, device_);
     }
     if (o.optimizer == "radam")
       s_.optimizer = std::make_unique<RAdam>(s_.online->parameters(), torch::optim::AdamOptions(o.lr));
@@ -204,8 +233,8 @@ class Trainer {
     const auto idx = mine(at::randint(0, static_cast<int64_t>(data_.size()), {global_batch()},
                                       s_.generator, at::TensorOptions().dtype(at::kLong)));
     Batch b;
-    b.x = data_.images.index_select(0, idx);
-    if (conditional_) b.labels = data_.labels.index_select(0, idx);
+    b.x = data_.images.index_select(0, idx).to(device_);
+    if (conditional_) b.labels = data_.labels.index_select(0, idx).to(device_);
     return b;
   }
 
@@ -213,7 +242,8 @@ class Trainer {
   at::Tensor online_and_target(const Batch& b, const at::Tensor& x_hi, const at::Tensor& s_hi,
                                UNet2DModel& target_net, const at::Tensor& x_lo,
                                const at::Tensor& s_lo, at::Tensor& target) {
-    auto gen = at::detail::getDefaultCPUGenerator();
+    // Dropout draws from the default generator of the device it runs on.
+    auto gen = at::globalContext().defaultGenerator(device_);
     const auto dropout_state = gen.get_state();
     const auto out = consistency_function(*s_.online, x_hi, s_hi, b.labels, o_.scheduler);
     gen.set_state(dropout_state);
@@ -230,7 +260,7 @@ class Trainer {
     if (o_.method == "edm") {
       const auto sigma =
           (mine(at::randn({global_batch()}, s_.generator, at::TensorOptions().dtype(at::kFloat))) *
-               o_.edm_p_std + o_.edm_p_mean).exp();
+               o_.edm_p_std + o_.edm_p_mean).exp().to(device_);
       const double sd = o_.scheduler.sigma_data;
       const auto d = edm_denoise(*s_.online, b.x + sigma.reshape({-1, 1, 1, 1}) * z, sigma,
                                  b.labels, sd);
@@ -253,7 +283,7 @@ class Trainer {
         idx = mine(at::randint(0, n - 1, {global_batch()}, s_.generator,
                                at::TensorOptions().dtype(at::kLong)));
       }
-      const auto s_lo = take(grid, idx), s_hi = take(grid, idx + 1);
+      const auto s_lo = take(grid, idx).to(device_), s_hi = take(grid, idx + 1).to(device_);
       const auto x_hi = b.x + s_hi.reshape({-1, 1, 1, 1}) * z;
       at::Tensor x_lo;
       if (o_.method == "cd") {
@@ -292,10 +322,12 @@ class Trainer {
     const Batch b = draw_batch();
     auto global_shape = b.x.sizes().vec();
     global_shape[0] = global_batch();
-    const auto z = mine(at::randn(global_shape, s_.generator, at::TensorOptions().dtype(at::kFloat)));
+    const auto z = mine(at::randn(global_shape, s_.generator, at::TensorOptions().dtype(at::kFloat)))
+                       .to(device_);
     at::Tensor loss;
     {
-      const Bf16Autocast autocast(o_.bf16);  // the forward passes; backward follows their dtypes
+      // The forward passes; backward follows their dtypes.
+      const Bf16Autocast autocast(o_.bf16, device_.type());
       loss = compute_loss(b, z, p);
     }
     s_.optimizer->zero_grad();
@@ -342,6 +374,7 @@ class Trainer {
       for (int c = 0; c < classes; ++c) g.class_labels.push_back(c);
     }
     g.seed = 0;
+    g.cuda_graphs = false;  // a fresh copy of the weights each time: nothing to replay
     const auto r = pipe(g);
     const fs::path dir = fs::path(o_.output_dir) / "samples";
     fs::create_directories(dir);
@@ -355,6 +388,7 @@ class Trainer {
   bool conditional_ = false;
   TrainState s_;
   UNet2DModel teacher_{nullptr};
+  at::Device device_ = at::kCPU;
   std::unique_ptr<ProcessGroup> group_;
 };
 

@@ -15,7 +15,7 @@ Runner add_bench(CLI::App& app) {
   struct Args {
     BenchOptions o;
     std::string models = "imagenet64", batches = "1", steps = "1", dtypes = "float32",
-                threads = "0", save;
+                threads = "0", save, timesteps, graphs = "on";
     bool json = false, flops = false, kernels = false;
   };
   auto a = std::make_shared<Args>();
@@ -30,6 +30,10 @@ Runner add_bench(CLI::App& app) {
       ->capture_default_str();
   app.add_option("-r,--repetitions", a->o.repetitions, "timed runs per row (median)")
       ->capture_default_str();
+  app.add_option("--device", a->o.device, "cpu, cuda or cuda:N")->capture_default_str();
+  app.add_option("--timesteps", a->timesteps,
+                 "explicit descending timesteps, e.g. 17,0 (instead of --steps)");
+  app.add_option("--cuda-graphs", a->graphs, "CUDA: on, off or both")->capture_default_str();
   app.add_option("--save", a->save, "write the (first) architecture as a random-weight pipeline "
                                      "folder to DIR and exit");
   app.add_flag("--flops", a->flops, "print the FLOP count of one forward and exit");
@@ -59,6 +63,16 @@ Runner add_bench(CLI::App& app) {
     a->o.steps = ints("--steps", a->steps);
     a->o.dtypes = split(a->dtypes);
     a->o.threads = ints("--threads", a->threads);
+    if (!a->timesteps.empty()) a->o.timesteps = parse_int_list("--timesteps", a->timesteps);
+    if (a->graphs == "on") {
+      a->o.cuda_graphs = {true};
+    } else if (a->graphs == "off") {
+      a->o.cuda_graphs = {false};
+    } else if (a->graphs == "both") {
+      a->o.cuda_graphs = {true, false};
+    } else {
+      throw Error("--cuda-graphs: unknown value '" + a->graphs + "' (on, off, both)");
+    }
     if (a->flops) {
       for (const auto& m : a->o.models) {
         const auto f = count_unet_flops(bench_architecture(m));

@@ -8,7 +8,10 @@
 #include <torch/cuda.h>
 #include <ATen/Parallel.h>
 
+#include <CLI/CLI.hpp>
+
 #include "cm/error.h"
+#include "cm/pipeline.h"
 
 namespace cm::cli {
 
@@ -40,6 +43,29 @@ c10::Device parse_device(const std::string& name) {
     }
   }
   throw Error("--device: unknown value '" + name + "' (cpu, cuda, cuda:N)");
+}
+
+void add_device_options(CLI::App& app, DeviceArgs& a) {
+  app.add_option("--device", a.device, "cpu, cuda or cuda:N")->capture_default_str();
+  app.add_option("--devices", a.devices,
+                 "CUDA: split each batch over these GPUs, e.g. 0,1 (the images stay those of one "
+                 "GPU)");
+  app.add_flag("--no-cuda-graphs", a.no_cuda_graphs,
+               "CUDA: run the sampling loop eagerly instead of replaying a captured CUDA graph");
+}
+
+void apply_device_args(const DeviceArgs& a, LoadOptions& load) {
+  load.device = parse_device(a.device);
+  load.devices.clear();
+  if (a.devices.empty()) return;
+  if (!load.device.is_cuda()) throw Error("--devices: needs --device cuda");
+  const auto count = static_cast<int64_t>(torch::cuda::device_count());
+  for (const int64_t d : parse_int_list("--devices", a.devices)) {
+    if (d < 0 || d >= count)
+      throw Error("--devices: GPU " + std::to_string(d) + " does not exist (this machine has " +
+                  std::to_string(count) + ")");
+    load.devices.push_back(static_cast<int>(d));
+  }
 }
 
 std::vector<int64_t> parse_int_list(const std::string& option, const std::string& text) {

@@ -7,7 +7,26 @@
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
+namespace CLI {
+class App;
+}
+
+namespace cm {
+struct LoadOptions;
+}
+
 namespace cm::cli {
+
+// --device, --devices and --no-cuda-graphs, shared by generate, edit and bench.
+struct DeviceArgs {
+  std::string device = "cpu";
+  std::string devices;  // "0,1": split each batch over these GPUs
+  bool no_cuda_graphs = false;
+};
+void add_device_options(CLI::App& app, DeviceArgs& args);
+// Sets load.device and load.devices; cm::Error naming the flag for a bad value or a GPU index
+// this machine does not have.
+void apply_device_args(const DeviceArgs& args, LoadOptions& load);
 
 // "float32" | "fp32" | "bfloat16" | "bf16" | "float16" | "fp16"; cm::Error naming the value.
 c10::ScalarType parse_dtype(const std::string& name);

@@ -34,7 +34,7 @@ struct GenerateArgs {
   std::optional<int64_t> seed;
   std::string dtype = "float32";
   std::string variant;
-  std::string device = "cpu";
+  DeviceArgs dev;
   int threads = 0;
   bool grid = false;
   bool quiet = false;
@@ -75,7 +75,7 @@ int run_generate(const GenerateArgs& a) {
     throw Error("--output: '" + a.output + "' must end in .png, .npy or .npz");
   LoadOptions load;
   load.dtype = parse_dtype(a.dtype);
-  load.device = parse_device(a.device);
+  apply_device_args(a.dev, load);
   set_threads(a.threads);
 
   const std::string model = model_or_default(a.model);
@@ -83,6 +83,7 @@ int run_generate(const GenerateArgs& a) {
     throw Error("no -m given and the default model " + model + " is missing");
   if (a.per_class < 0) throw Error("--per-class: must be positive");
   GenerateOptions o;
+  o.cuda_graphs = !a.dev.no_cuda_graphs;
   o.batch_size = a.batch_size;
   o.num_inference_steps = a.steps;
   if (!a.timesteps.empty()) o.timesteps = parse_int_list("--timesteps", a.timesteps);
@@ -189,7 +190,7 @@ Runner add_generate(CLI::App& app) {
                  "weights variant, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors)");
   app.add_option("--dtype", args->dtype, "float32 (exact), bfloat16 or float16")
       ->capture_default_str();
-  app.add_option("--device", args->device, "cpu or cuda")->capture_default_str();
+  add_device_options(app, args->dev);
   app.add_option("-t,--threads", args->threads, "CPU threads (default: all)");
   app.add_flag("--grid", args->grid, "write the whole batch as one PNG grid");
   app.add_flag("-q,--quiet", args->quiet, "no progress output on stderr");

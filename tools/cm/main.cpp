@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cm/error.h"
+#include "cm/system.h"
 #include "memory_policy.h"
 #include "subcommands.h"
 
@@ -47,8 +48,7 @@ int main(int argc, char** argv) {
   select_openblas_kernels(argv);
   cm::cli::memory_policy_for_loading();
   CLI::App app{"cm: consistency models in C++ (one-step and few-step image generation)", "cm"};
-  app.set_version_flag("--version", std::string("cm ") + CM_VERSION + " (LibTorch " +
-                                        TORCH_VERSION + ")");
+  app.set_version_flag("--version", cm::version_line());
   app.require_subcommand(1);
   std::vector<std::pair<CLI::App*, cm::cli::Runner>> commands;
   auto* generate = app.add_subcommand("generate", "Generate images with a consistency model");
@@ -70,6 +70,8 @@ int main(int argc, char** argv) {
   commands.emplace_back(eval, cm::cli::add_eval(*eval));
   auto* bench = app.add_subcommand("bench", "Measure generation speed against the machine's peak");
   commands.emplace_back(bench, cm::cli::add_bench(*bench));
+  auto* info = app.add_subcommand("info", "LibTorch, CUDA and cuDNN versions, and the GPUs seen");
+  commands.emplace_back(info, cm::cli::add_info(*info));
   auto* plot_log = app.add_subcommand("plot-log", "Draw a training log's loss curve to PNG");
   commands.emplace_back(plot_log, cm::cli::add_plot_log(*plot_log));
 

@@ -123,6 +123,9 @@ Runner add_train(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--log-every", o.log_every, "steps between log lines")->capture_default_str();
   app.add_flag("--bf16", o.bf16, "bfloat16 autocast for the network");
+  app.add_option("--device", o.device,
+                 "cpu, or cuda: one GPU per process (LOCAL_RANK), NCCL between processes")
+      ->capture_default_str();
   app.add_flag("--resume", o.resume, "continue from <output>/checkpoint");
   app.add_option("--stop-after", o.stop_after, "stop with a checkpoint after N steps of this run");
   app.add_option("--max-minutes", o.max_minutes, "stop with a checkpoint after this wall time");
