@@ -135,15 +135,15 @@ install_wheels() {
     --target "$gpu/site" "$gpu"/whl/*.whl && python3 -c 'import diffusers; print("diffusers", diffusers.__version__)'
 }
 build() {
-  local torch_prefix golden_arg=""
+  local torch_prefix args
   torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)') || return 1
-  [ -d "$gpu/shared/golden" ] && golden_arg="-DCM_GOLDEN_DIR=$gpu/shared/golden"
   # -rpath-link: ld finds libgloo's own needs (hiredis, ibverbs) in the prefix, without an
   # LD_LIBRARY_PATH that would hand the compiler the prefix's libraries too.
-  local link=-Wl,-rpath-link,$libdir
-  CM_CMAKE_ARGS="-DCM_HUB=OFF -DCMAKE_PREFIX_PATH=$prefix/usr;$torch_prefix $golden_arg
-    -DCMAKE_EXE_LINKER_FLAGS=$link -DCMAKE_SHARED_LINKER_FLAGS=$link ${CM_CMAKE_ARGS:-}" \
-    bash scripts/build.sh --cuda --python python3
+  args=(-DCM_HUB=OFF "-DCMAKE_PREFIX_PATH=$prefix/usr;$torch_prefix"
+        "-DCMAKE_EXE_LINKER_FLAGS=-Wl,-rpath-link,$libdir" "-DCMAKE_SHARED_LINKER_FLAGS=-Wl,-rpath-link,$libdir")
+  [ -d "$gpu/shared/golden" ] && args+=("-DCM_GOLDEN_DIR=$gpu/shared/golden")
+  echo "CM_CMAKE_ARGS=${args[*]} ${CM_CMAKE_ARGS:-}"
+  CM_CMAKE_ARGS="${args[*]} ${CM_CMAKE_ARGS:-}" bash scripts/build.sh --cuda --python python3
 }
 machine_info() {
   { nvidia-smi; python3 -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__,
@@ -195,7 +195,7 @@ if [ $built = 1 ]; then
   phase info 60 machine_info
   # The GPU tests first (they say whether the timings below are of a working program); the
   # rest of the suite, long and also run by CI, at the end with whatever time is left.
-  phase ctest-gpu "$(( $(left) < 240 ? $(left) - 60 : 240 ))" ctest_run -R cuda --timeout 200
+  phase ctest-gpu "$(( $(left) < 150 ? $(left) - 60 : 150 ))" ctest_run -R cuda --timeout 120
   if phase save-models 120 save_models; then
     phase cm-bench-lsun256 "$(( $(left) < 120 ? $(left) : 120 ))" cm_bench lsun256 -b 1,4,16 --timesteps 17,0
     phase cm-bench-imagenet64 "$(( $(left) < 90 ? $(left) : 90 ))" cm_bench imagenet64 -b 64 --steps 1
