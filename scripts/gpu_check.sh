@@ -25,11 +25,11 @@ EOF
 die() { echo "gpu_check: $*" >&2; exit 1; }
 
 # Debian 12 packages the build needs that the GPU machine lacks: the -dev ones, and the runtime
-# libraries the link and the run need (libgloo0 pulls hiredis and ibverbs, libdnnl2 an OpenCL loader;
-# zlib1g, because zlib1g-dev's libz.so points into it).
+# libraries the link and the run need (libgloo0 pulls hiredis and ibverbs; zlib1g, because
+# zlib1g-dev's libz.so points into it). SLEEF and oneDNN come with LibTorch 2.x itself.
 debs=(nlohmann-json3-dev libcli11-dev libpng-dev libpng16-16 libjpeg62-turbo-dev libjpeg62-turbo
       zlib1g-dev zlib1g libgtest-dev libgloo-dev libgloo0 libhiredis0.14 libibverbs1 libnl-3-200
-      libnl-route-3-200 libsleef-dev libsleef3 libdnnl-dev libdnnl2 ocl-icd-libopencl1)
+      libnl-route-3-200)
 # diffusers 0.37.1 still has ConsistencyModelPipeline and CMStochasticIterativeScheduler and takes
 # huggingface_hub >= 0.34, < 2 (the machine has 1.x). Its other needs (filelock, httpx, numpy,
 # regex, requests, safetensors, Pillow) are there; importlib_metadata is used only before Python 3.8.
