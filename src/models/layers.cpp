@@ -102,7 +102,8 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
   // inputs are transposed views, which BLAS reads in place.
   const int64_t threads = at::get_num_threads();
   // bfloat16 GEMMs go to oneDNN, which threads them itself.
-  if (at::GradMode::is_enabled() || threads < 2 || at::in_parallel_region() ||
+  // GPU work stays on the calling thread: its stream (a CUDA graph's capture stream) is per thread.
+  if (at::GradMode::is_enabled() || threads < 2 || at::in_parallel_region() || !x.is_cpu() ||
       x.scalar_type() != at::kFloat ||
       (x.dim() != 2 && x.dim() != 3) || x.size(-2) < 64 * threads)
     return at::linear(x, weight, bias);
