@@ -2,6 +2,8 @@
 // caller-supplied latents.
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <thread>
+
 #include "cm/error.h"
 #include "cm/output.h"
 #include "cm/pipeline.h"
@@ -131,6 +133,36 @@ TEST(PipelineErrors, BadOptionsGiveClearErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent/model"), std::string::npos);
   }
+}
+
+}  // namespace
+}  // namespace cm::test
+
+namespace cm::test {
+namespace {
+
+// One loaded pipeline shared by several threads (a server's case): each call keeps its own
+// schedule, the first calls pack the convolutions concurrently, and every thread gets what a
+// serial call on a pipeline of its own gives.
+TEST(PipelineThreads, ConcurrentCallsGiveTheSerialResults) {
+  const Golden& g = golden("tiny_cond");
+  auto serial = ConsistencyModelPipeline::from_pretrained(g.model_dir);
+  auto shared = ConsistencyModelPipeline::from_pretrained(g.model_dir);
+  std::vector<GenerateOptions> calls(6);
+  for (size_t i = 0; i < calls.size(); ++i) {
+    calls[i].seed = 100 + i;
+    calls[i].batch_size = 1 + i % 2;
+    if (i % 3 == 0) calls[i].timesteps = {22, 0};
+    else calls[i].num_inference_steps = 1 + i % 3;
+  }
+  std::vector<at::Tensor> want, got(calls.size());
+  for (const auto& o : calls) want.push_back(serial(o).images);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < calls.size(); ++i)
+    threads.emplace_back([&, i] { got[i] = shared(calls[i]).images; });
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < calls.size(); ++i)
+    EXPECT_TRUE(close_scaled(got[i], want[i], 1e-6)) << "call " << i;
 }
 
 }  // namespace

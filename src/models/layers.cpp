@@ -61,16 +61,24 @@ bool Conv2dImpl::should_prepack(const at::Tensor& x) const {
 at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
   if (packed_ && at::GradMode::is_enabled()) unpack();
 #if CM_ONEDNN_DIRECT
-  if (!packed_ && should_prepack(x)) {
-    dense_format_ = weight.is_contiguous(at::MemoryFormat::ChannelsLast)
-                        ? at::MemoryFormat::ChannelsLast
-                        : at::MemoryFormat::Contiguous;
-    packed_ = std::make_shared<kernels::PackedConv2d>(weight, stride_, padding_, x, bias);
-    weight.set_data(at::zeros({1}, weight.options()).expand(weight.sizes()));
-    // Without this, packing a 1.1 GB model raised its peak resident memory by ~450 MB.
-    return_freed_heap_pages();
+  // Several threads may run one model (a server): the first gradient-free call packs, under a
+  // lock, and the others wait for it instead of packing the zeros it leaves in `weight`.
+  auto packed = std::atomic_load(&packed_);
+  if (!packed && should_prepack(x)) {
+    std::lock_guard<std::mutex> lock(*pack_mutex_);
+    packed = packed_;
+    if (!packed) {
+      dense_format_ = weight.is_contiguous(at::MemoryFormat::ChannelsLast)
+                          ? at::MemoryFormat::ChannelsLast
+                          : at::MemoryFormat::Contiguous;
+      packed = std::make_shared<kernels::PackedConv2d>(weight, stride_, padding_, x, bias);
+      std::atomic_store(&packed_, packed);
+      weight.set_data(at::zeros({1}, weight.options()).expand(weight.sizes()));
+      // Without this, packing a 1.1 GB model raised its peak resident memory by ~450 MB.
+      return_freed_heap_pages();
+    }
   }
-  if (packed_) return packed_->forward(packed_->accepts(x) ? x : x.contiguous(), bias);
+  if (packed) return packed->forward(packed->accepts(x) ? x : x.contiguous(), bias);
 #endif
   return at::conv2d(x, weight, bias, stride_, padding_);
 }

@@ -7,6 +7,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <memory>
+#include <mutex>
 
 namespace cm::kernels {
 class PackedConv2d;
@@ -58,7 +59,8 @@ class Conv2dImpl : public torch::nn::Module {
   int64_t stride_, padding_;
   bool allow_prepack_ = false;
   at::MemoryFormat dense_format_ = at::MemoryFormat::Contiguous;
-  std::shared_ptr<kernels::PackedConv2d> packed_;
+  std::shared_ptr<kernels::PackedConv2d> packed_;  // read with std::atomic_load
+  std::shared_ptr<std::mutex> pack_mutex_ = std::make_shared<std::mutex>();
 };
 TORCH_MODULE(Conv2d);
 

@@ -1,13 +1,14 @@
 #include "training/checkpoint.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "cm/error.h"
-#include <ATen/Context.h>
 
 #include "io/state_dict.h"
+#include "training/optimizer_key.h"
 
 namespace cm::training {
 
@@ -16,10 +17,6 @@ namespace fs = std::filesystem;
 namespace {
 
 const char* kStateFile = "training_state.safetensors";
-
-std::string param_key(const at::Tensor& p) {
-  return c10::guts::to_string(p.unsafeGetTensorImpl());
-}
 
 void put_module(std::map<std::string, at::Tensor>& out, const std::string& prefix,
                 const UNet2DModel& m) {
@@ -69,7 +66,7 @@ void save_checkpoint(const std::string& output_dir, const TrainOptions& options,
   put_module(t, "ema.", state.ema);
   if (state.target) put_module(t, "target.", state.target);
   for (const auto& p : state.online->named_parameters(true)) {
-    auto it = state.optimizer->state().find(param_key(p.value()));
+    auto it = state.optimizer->state().find(optimizer_state_key(p.value()));
     if (it == state.optimizer->state().end()) continue;
     const auto& s = static_cast<const torch::optim::AdamParamState&>(*it->second);
     t.emplace("adam.exp_avg." + p.key(), s.exp_avg());
@@ -113,7 +110,7 @@ void load_checkpoint(const std::string& output_dir, TrainState& state) {
     s->exp_avg(avg->second.to(device, /*non_blocking=*/false, /*copy=*/true));
     s->exp_avg_sq(t.at("adam.exp_avg_sq." + p.key()).to(device, false, true));
     s->step(t.at("adam.step." + p.key()).item<int64_t>());
-    state.optimizer->state()[param_key(p.value())] = std::move(s);
+    state.optimizer->state()[optimizer_state_key(p.value())] = std::move(s);
   }
   state.generator.set_state(t.at("rng.data"));
   at::Generator default_gen = at::detail::getDefaultCPUGenerator();

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "training/optimizer_key.h"
+
 namespace cm::training {
 
 using torch::optim::AdamOptions;
@@ -26,7 +28,7 @@ at::Tensor RAdam::step(LossClosure closure) {
       if (!p.grad().defined()) continue;
       at::Tensor grad = p.grad();
       if (o.weight_decay() != 0) grad = grad.add(p, o.weight_decay());
-      auto key = c10::guts::to_string(p.unsafeGetTensorImpl());
+      auto key = optimizer_state_key(p);
       auto it = state_.find(key);
       if (it == state_.end()) {
         auto s = std::make_unique<AdamParamState>();
