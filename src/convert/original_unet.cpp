@@ -44,6 +44,7 @@ class Mapper {
   }
 
   bool has(const std::string& key) const { return index_.count(key) > 0; }
+  std::size_t size() const { return original_.size(); }
   const std::vector<int64_t>& shape(const std::string& key) const {
     const auto it = index_.find(key);
     if (it == index_.end()) fail("missing key '" + key + "' of the original UNetModel");
@@ -176,6 +177,9 @@ class Converter {
       m_.fail("time_embed.0.weight is " + Mapper::shape_text(m_.shape("time_embed.0.weight")) +
               ": UNet2DModel needs a time embedding 4 x model_channels wide");
     const int n_out = counts_.second;
+    // Every block holds at least one tensor: more blocks than tensors means a gap in the numbering.
+    if (static_cast<std::size_t>(std::max(counts_.first, n_out)) > m_.size())
+      m_.fail("block numbers run past the number of tensors (" + std::to_string(m_.size()) + ")");
     // The first output block with an upsampler closes the deepest level.
     int per_level = n_out;
     for (int k = 0; k < n_out; ++k) {

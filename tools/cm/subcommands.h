@@ -20,5 +20,6 @@ Runner add_train_classifier(CLI::App& app);
 Runner add_eval(CLI::App& app);
 Runner add_bench(CLI::App& app);
 Runner add_plot_log(CLI::App& app);
+Runner add_convert(CLI::App& app);
 
 }  // namespace cm::cli
