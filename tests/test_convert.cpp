@@ -55,8 +55,9 @@ TEST_F(ConvertCli, GenerateReproducesEveryGoldenPipelineCase) {
     ASSERT_EQ(cases["cases"].size(), 3u);
     for (const auto& c : cases["cases"]) {
       const std::string key = c["name"];
-      std::string args = "generate -m " + model + " --seed " + std::to_string(c["seed"].get<int>()) +
-                         " -n " + std::to_string(c["batch_size"].get<int>());
+      std::string args = "generate -m " + model + " --seed " +
+                         std::to_string(c["seed"].get<int>()) + " -n " +
+                         std::to_string(c["batch_size"].get<int>());
       if (!c["timesteps"].is_null()) {
         args += " --timesteps " + join(c["timesteps"]);
       } else {
@@ -132,11 +133,12 @@ TEST_F(ConvertCli, ClassNamesAndHalfWeights) {
   EXPECT_EQ(names[3], "class 3");
   const auto weights = read_state_dict(path("m") + "/unet/diffusion_pytorch_model.safetensors");
   for (const auto& [k, v] : weights) EXPECT_EQ(v.scalar_type(), at::kHalf) << k;
-  EXPECT_EQ(SchedulerConfig::load(path("m") + "/scheduler/scheduler_config.json").num_train_timesteps,
-            201);
+  EXPECT_EQ(
+      SchedulerConfig::load(path("m") + "/scheduler/scheduler_config.json").num_train_timesteps,
+      201);
   // cm generate takes the names and the half weights.
-  const auto g = run_cm("generate -m " + path("m") + " --class 'class 3' --steps 1 -q -o " +
-                        path("x.png"));
+  const auto g =
+      run_cm("generate -m " + path("m") + " --class 'class 3' --steps 1 -q -o " + path("x.png"));
   EXPECT_EQ(g.status, 0) << g.output;
 }
 

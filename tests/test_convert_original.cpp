@@ -23,7 +23,9 @@ const std::string kOriginal = CM_GOLDEN_DIR "/original/";
 
 class ConvertOriginal : public test::TempDirTest {};
 
-json read_json(const std::string& path) { return json::parse(read_text_file(path)); }
+json read_json(const std::string& path) {
+  return json::parse(read_text_file(path));
+}
 
 std::string error_of(const std::function<void()>& f) {
   try {
@@ -85,16 +87,15 @@ TEST_F(ConvertOriginal, AttentionIsSplitIntoThirds) {
     ASSERT_NE(it, u.weights.end()) << key;
     EXPECT_EQ(it->second.shape, (std::vector<int64_t>{64, 64}));
     const std::size_t third = copy.data.size() / 3;
-    EXPECT_TRUE(std::equal(it->second.data.begin(), it->second.data.end(),
-                           copy.data.begin() + k * third))
+    EXPECT_TRUE(
+        std::equal(it->second.data.begin(), it->second.data.end(), copy.data.begin() + k * third))
         << key;
   }
 }
 
 TEST_F(ConvertOriginal, ImageSizeIsRequiredWhenUnknowable) {
-  const std::string m = error_of([&] {
-    convert_original_checkpoint(kOriginal + "bedroom_like/model.pt", path("out"), {});
-  });
+  const std::string m = error_of(
+      [&] { convert_original_checkpoint(kOriginal + "bedroom_like/model.pt", path("out"), {}); });
   EXPECT_NE(m.find("--image-size"), std::string::npos) << m;
   EXPECT_FALSE(fs::exists(path("out")));
 }
@@ -140,7 +141,8 @@ TEST_F(ConvertOriginal, Float16StoresHalfWeights) {
   o.dtype = DType::F16;
   o.scheduler.num_train_timesteps = 201;
   convert_original_checkpoint(in, path("f16"), o);
-  EXPECT_EQ(read_json(path("f16") + "/scheduler/scheduler_config.json")["num_train_timesteps"], 201);
+  EXPECT_EQ(read_json(path("f16") + "/scheduler/scheduler_config.json")["num_train_timesteps"],
+            201);
   SafeTensorsFile full(path("f32") + "/unet/diffusion_pytorch_model.safetensors");
   SafeTensorsFile half(path("f16") + "/unet/diffusion_pytorch_model.safetensors");
   ASSERT_EQ(full.tensors().size(), half.tensors().size());
@@ -164,9 +166,9 @@ TEST(Half, RoundsToNearestEven) {
   EXPECT_EQ(float_to_half(-2.0f), 0xc000);
   EXPECT_EQ(float_to_half(0.1f), 0x2e66);
   EXPECT_EQ(float_to_half(65504.0f), 0x7bff);
-  EXPECT_EQ(float_to_half(65520.0f), 0x7c00);          // halfway to infinity rounds up
-  EXPECT_EQ(float_to_half(1.0f + 1.0f / 2048), 0x3c00);  // a tie, to the even 1.0
-  EXPECT_EQ(float_to_half(1.0f + 3.0f / 2048), 0x3c02);  // a tie, to the even 1+2^-9
+  EXPECT_EQ(float_to_half(65520.0f), 0x7c00);               // halfway to infinity rounds up
+  EXPECT_EQ(float_to_half(1.0f + 1.0f / 2048), 0x3c00);     // a tie, to the even 1.0
+  EXPECT_EQ(float_to_half(1.0f + 3.0f / 2048), 0x3c02);     // a tie, to the even 1+2^-9
   EXPECT_EQ(float_to_half(std::ldexp(1.0f, -24)), 0x0001);  // the smallest subnormal
   EXPECT_EQ(float_to_half(std::ldexp(1.0f, -26)), 0x0000);
   EXPECT_EQ(half_to_float(0x0001), std::ldexp(1.0f, -24));
@@ -177,9 +179,8 @@ TEST(Half, RoundsToNearestEven) {
 TEST_F(ConvertOriginal, NeverLeavesAHalfWrittenFolder) {
   ConvertOptions o = sized(16);
   o.class_names = {"only", "three", "names"};  // the model has 10 classes
-  const std::string m = error_of([&] {
-    convert_original_checkpoint(kOriginal + "imagenet_like/model.pt", path("out"), o);
-  });
+  const std::string m = error_of(
+      [&] { convert_original_checkpoint(kOriginal + "imagenet_like/model.pt", path("out"), o); });
   EXPECT_NE(m.find("3 class names for a model with 10 classes"), std::string::npos) << m;
   EXPECT_FALSE(fs::exists(path("out")));
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 0);

@@ -63,7 +63,9 @@ std::string str(const std::string& s) {
 std::string global(const std::string& module, const std::string& name) {
   return "c" + module + "\n" + name + "\n";
 }
-std::string small_int(int v) { return "K" + std::string(1, static_cast<char>(v)); }
+std::string small_int(int v) {
+  return "K" + std::string(1, static_cast<char>(v));
+}
 std::string tuple_of(const std::vector<int>& v) {
   std::string out = "(";
   for (int x : v) out += small_int(x);
@@ -179,8 +181,8 @@ TEST(PtArchive, RefusesAnyOtherGlobal) {
   const std::string m = error_of(checkpoint(evil, floats(6)));
   EXPECT_NE(m.find("refuses global 'os.system'"), std::string::npos) << m;
   // Also when the name comes from the stack (protocol 4's STACK_GLOBAL).
-  const std::string evil4 = "\x80\x04" + str("builtins") + str("eval") + "\x93" + "(" +
-                            str("1") + "tR.";
+  const std::string evil4 =
+      "\x80\x04" + str("builtins") + str("eval") + "\x93" + "(" + str("1") + "tR.";
   const std::string m4 = error_of(checkpoint(evil4, floats(6)));
   EXPECT_NE(m4.find("refuses global 'builtins.eval'"), std::string::npos) << m4;
 }
@@ -205,7 +207,8 @@ TEST(PtArchive, NotAStateDictIsAnError) {
   const std::string no_pickle = make_zip({{"archive/version", "3\n"}});
   EXPECT_NE(error_of(no_pickle).find("no data.pkl"), std::string::npos);
   const std::string truncated_pickle = state_dict_pickle("w", 6, {6}, {1}).substr(0, 40);
-  EXPECT_NE(error_of(checkpoint(truncated_pickle, floats(6))).find("pickle byte"), std::string::npos);
+  EXPECT_NE(error_of(checkpoint(truncated_pickle, floats(6))).find("pickle byte"),
+            std::string::npos);
 }
 
 // Every prefix and many single-byte changes of a small checkpoint either parse or give a one-line

@@ -23,10 +23,10 @@ struct ConvertOptions {
   // released checkpoint's --num_head_channels), or a quarter of the narrowest attention layer
   // when that is less (the original's default of four heads).
   std::optional<int> num_head_channels;
-  SchedulerConfig scheduler;   // CD checkpoints: 40 timesteps; CT ImageNet-64: 201; CT LSUN: 151
-  DType dtype = DType::F32;    // F32 or F16, for the stored weights
+  SchedulerConfig scheduler;  // CD checkpoints: 40 timesteps; CT ImageNet-64: 201; CT LSUN: 151
+  DType dtype = DType::F32;   // F32 or F16, for the stored weights
   std::vector<std::string> class_names;  // written as class_names.json when not empty
-  bool overwrite = false;      // replace an existing output folder
+  bool overwrite = false;                // replace an existing output folder
 };
 
 // A UNet2DModel config with its state dict under diffusers' names.

@@ -25,13 +25,12 @@ class Mapper {
  public:
   Mapper(PtStateDict original, const ConvertOptions& options, const std::string& source)
       : original_(std::move(original)), options_(options), source_(source) {
-    static const char* kPrefixes[] = {"time_embed.", "label_emb.", "input_blocks.",
+    static const char* kPrefixes[] = {"time_embed.",   "label_emb.",     "input_blocks.",
                                       "middle_block.", "output_blocks.", "out."};
     for (std::size_t i = 0; i < original_.size(); ++i) {
       const std::string& key = original_[i].first;
-      const bool known = std::any_of(std::begin(kPrefixes), std::end(kPrefixes), [&](const char* p) {
-        return key.rfind(p, 0) == 0;
-      });
+      const bool known = std::any_of(std::begin(kPrefixes), std::end(kPrefixes),
+                                     [&](const char* p) { return key.rfind(p, 0) == 0; });
       if (!known) unexpected(key);
       index_.emplace(key, i);
     }
@@ -102,8 +101,10 @@ class Mapper {
     std::vector<int64_t> squeezed = s;
     while (squeezed.size() > want.size() && squeezed.back() == 1) squeezed.pop_back();
     if (squeezed != want)
-      fail("'" + key + "' has shape " + shape_text(s) + " where the architecture read from the "
-           "other weights needs " + shape_text(want));
+      fail("'" + key + "' has shape " + shape_text(s) +
+           " where the architecture read from the "
+           "other weights needs " +
+           shape_text(want));
     if (!used_.insert(key).second) fail("'" + key + "' used twice");
     return std::move(original_[index_.at(key)].second);
   }
@@ -207,7 +208,9 @@ class Converter {
       a_.attention.push_back(part(m_, down_block(l, 0) + ".1") == Part::kAttention);
       if (l + 1 < a_.levels) {
         const Part down = part(m_, down_block(l, a_.res_blocks) + ".0");
-        const std::string type = down == Part::kResBlock ? "resnet" : down == Part::kConvDown ? "conv" : "";
+        const std::string type = down == Part::kResBlock   ? "resnet"
+                                 : down == Part::kConvDown ? "conv"
+                                                           : "";
         if (type.empty()) m_.fail("no downsampler in " + down_block(l, a_.res_blocks));
         if (l > 0 && type != a_.downsample_type) m_.fail("levels downsample in different ways");
         a_.downsample_type = type;
@@ -274,7 +277,8 @@ class Converter {
       }
     }
     m_.fail("the weights do not say the image size (channel multipliers " +
-            Mapper::shape_text(mult) + " are no default of the original repository); pass "
+            Mapper::shape_text(mult) +
+            " are no default of the original repository); pass "
             "--image-size N");
   }
 
@@ -287,7 +291,8 @@ class Converter {
     c.block_out_channels.assign(a_.channels.begin(), a_.channels.end());
     c.down_block_types.clear();
     c.up_block_types.clear();
-    const bool down_resnet = a_.downsample_type == "resnet", up_resnet = a_.upsample_type == "resnet";
+    const bool down_resnet = a_.downsample_type == "resnet",
+               up_resnet = a_.upsample_type == "resnet";
     for (int l = 0; l < a_.levels; ++l) {
       c.down_block_types.push_back(a_.attention[l] ? "AttnDownBlock2D"
                                    : down_resnet   ? "ResnetDownsampleBlock2D"
@@ -305,9 +310,12 @@ class Converter {
     // diffusers leaves the middle block's attention without a norm under scale-shift unless told
     // otherwise; the original always has one.
     if (a_.scale_shift) c.attn_norm_num_groups = 32;
-    if (m_.has("label_emb.weight")) c.num_class_embeds = static_cast<int>(m_.dim("label_emb.weight", 0));
+    if (m_.has("label_emb.weight"))
+      c.num_class_embeds = static_cast<int>(m_.dim("label_emb.weight", 0));
     for (const int64_t ch : a_.channels) {
-      if (ch % 32 != 0) m_.fail("a level of " + std::to_string(ch) + " channels: GroupNorm32 needs multiples of 32");
+      if (ch % 32 != 0)
+        m_.fail("a level of " + std::to_string(ch) +
+                " channels: GroupNorm32 needs multiples of 32");
     }
     c.validate("converted UNet config");
     return c;
@@ -354,7 +362,8 @@ class Converter {
     m_.move("time_embed.2.weight", "time_embedding.linear_2.weight", {a_.temb, a_.temb});
     m_.move("time_embed.2.bias", "time_embedding.linear_2.bias", {a_.temb});
     if (m_.has("label_emb.weight"))
-      m_.move("label_emb.weight", "class_embedding.weight", {m_.dim("label_emb.weight", 0), a_.temb});
+      m_.move("label_emb.weight", "class_embedding.weight",
+              {m_.dim("label_emb.weight", 0), a_.temb});
     m_.move("input_blocks.0.0.weight", "conv_in.weight", {c0, a_.in_channels, 3, 3});
     m_.move("input_blocks.0.0.bias", "conv_in.bias", {c0});
 
@@ -367,7 +376,8 @@ class Converter {
         const std::string from = down_block(l, j);
         map_resnet(from + ".0", to + ".resnets." + std::to_string(j), ch, a_.channels[l]);
         ch = a_.channels[l];
-        if (a_.attention[l]) map_attention(from + ".1", to + ".attentions." + std::to_string(j), ch);
+        if (a_.attention[l])
+          map_attention(from + ".1", to + ".attentions." + std::to_string(j), ch);
         skips.push_back(ch);
       }
       if (l + 1 < a_.levels) {
@@ -388,9 +398,11 @@ class Converter {
         const std::string from = up_block(i, j);
         const int64_t skip = skips.back();
         skips.pop_back();
-        map_resnet(from + ".0", to + ".resnets." + std::to_string(j), ch + skip, a_.channels[level]);
+        map_resnet(from + ".0", to + ".resnets." + std::to_string(j), ch + skip,
+                   a_.channels[level]);
         ch = a_.channels[level];
-        if (a_.attention[level]) map_attention(from + ".1", to + ".attentions." + std::to_string(j), ch);
+        if (a_.attention[level])
+          map_attention(from + ".1", to + ".attentions." + std::to_string(j), ch);
       }
       if (i + 1 < a_.levels) {
         const std::string from = up_block(i, a_.res_blocks) + (a_.attention[level] ? ".2" : ".1");

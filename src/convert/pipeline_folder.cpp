@@ -21,7 +21,9 @@ std::vector<uint8_t> to_dtype(const PtTensor& t, DType dtype, const std::string&
   const uint8_t* p = t.data.data();
   for (std::size_t i = 0; i < n; ++i) {
     switch (t.dtype) {
-      case DType::F32: std::memcpy(&values[i], p + 4 * i, 4); break;
+      case DType::F32:
+        std::memcpy(&values[i], p + 4 * i, 4);
+        break;
       case DType::F64: {
         double d;
         std::memcpy(&d, p + 8 * i, 8);
@@ -101,7 +103,8 @@ void write_folder(const ConvertedUNet& unet, const ConvertOptions& options, cons
 void write_converted_pipeline(const ConvertedUNet& unet, const ConvertOptions& options,
                               const std::string& out_dir) {
   if (options.dtype != DType::F32 && options.dtype != DType::F16)
-    throw Error(std::string("weights can be stored as F32 or F16, not ") + dtype_name(options.dtype));
+    throw Error(std::string("weights can be stored as F32 or F16, not ") +
+                dtype_name(options.dtype));
   if (!options.class_names.empty()) {
     const int classes = unet.config.num_class_embeds.value_or(0);
     if (static_cast<int>(options.class_names.size()) != classes)
@@ -111,7 +114,8 @@ void write_converted_pipeline(const ConvertedUNet& unet, const ConvertOptions& o
   options.scheduler.validate("scheduler options");
   const fs::path out = normalized(out_dir);
   check_destination(out, options.overwrite);
-  const fs::path tmp = out.parent_path() / (out.filename().string() + ".tmp-" + std::to_string(getpid()));
+  const fs::path tmp =
+      out.parent_path() / (out.filename().string() + ".tmp-" + std::to_string(getpid()));
   fs::remove_all(tmp);
   try {
     write_folder(unet, options, tmp);

@@ -42,8 +42,8 @@ bool allowed_global(const std::string& name) {
 
 // The legacy (before PyTorch 1.6) format starts with a pickled magic number.
 bool is_legacy_torch(const uint8_t* data, std::size_t size) {
-  static const uint8_t kMagic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46,
-                                   0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+  static const uint8_t kMagic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c,
+                                   0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
   return size >= sizeof kMagic && std::memcmp(data, kMagic, sizeof kMagic) == 0;
 }
 
@@ -53,13 +53,15 @@ class TensorBuilder {
 
   PtTensor build(const PickleValue& v, const std::string& key) {
     key_ = &key;
-    if (v.kind != Kind::kCall) fail("holds a " + std::string(pickle_kind_name(v.kind)) + ", not a tensor");
+    if (v.kind != Kind::kCall)
+      fail("holds a " + std::string(pickle_kind_name(v.kind)) + ", not a tensor");
     if (v.s == "torch._utils._rebuild_parameter") {
       if (v.items.empty()) fail("a Parameter without its tensor");
       return build(*v.items[0], key);
     }
     if (v.s != "torch._utils._rebuild_tensor_v2") fail("is a call of " + v.s + ", not a tensor");
-    if (v.items.size() < 4) fail("a tensor rebuild with " + std::to_string(v.items.size()) + " arguments");
+    if (v.items.size() < 4)
+      fail("a tensor rebuild with " + std::to_string(v.items.size()) + " arguments");
     const Storage st = storage(*v.items[0]);
     const int64_t offset = integer(*v.items[1], "storage offset");
     const std::vector<int64_t> size = int_tuple(*v.items[2], "size");
@@ -175,16 +177,16 @@ std::string find_prefix(const ZipArchive& zip) {
   for (const auto& [name, entry] : zip.entries()) {
     const auto slash = name.find('/');
     if (slash != std::string::npos && name.compare(slash, std::string::npos, "/data.pkl") == 0) {
-      if (!prefix.empty())
-        throw Error(zip.source() + ": the zip holds more than one data.pkl");
+      if (!prefix.empty()) throw Error(zip.source() + ": the zip holds more than one data.pkl");
       prefix = name.substr(0, slash + 1);
     }
   }
   if (prefix.empty())
     throw Error(zip.source() + ": not a PyTorch checkpoint (the zip archive holds no data.pkl)");
   if (zip.find(prefix + "constants.pkl"))
-    throw Error(zip.source() + ": a TorchScript archive (torch.jit.save), not a state dict saved "
-                               "with torch.save");
+    throw Error(zip.source() +
+                ": a TorchScript archive (torch.jit.save), not a state dict saved "
+                "with torch.save");
   return prefix;
 }
 
@@ -193,8 +195,9 @@ std::string find_prefix(const ZipArchive& zip) {
 PtStateDict parse_pt_state_dict(const uint8_t* data, std::size_t size, const std::string& source) {
   if (!looks_like_zip(data, size)) {
     if (is_legacy_torch(data, size))
-      throw Error(source + ": PyTorch's legacy (before 1.6) checkpoint format; load and save it "
-                           "again with a recent PyTorch");
+      throw Error(source +
+                  ": PyTorch's legacy (before 1.6) checkpoint format; load and save it "
+                  "again with a recent PyTorch");
     throw Error(source + ": not a PyTorch checkpoint (no zip signature at the start)");
   }
   ZipArchive zip(data, size, source);
@@ -217,8 +220,9 @@ PtStateDict parse_pt_state_dict(const uint8_t* data, std::size_t size, const std
                  throw Error(source + ": a state dict key is a " +
                              std::string(pickle_kind_name(k->kind)) + ", not a name");
                if (v->kind == Kind::kDict)
-                 throw Error(source + ": '" + k->s + "' holds a nested dict: not a plain state "
-                                                     "dict (save model.state_dict() itself)");
+                 throw Error(source + ": '" + k->s +
+                             "' holds a nested dict: not a plain state "
+                             "dict (save model.state_dict() itself)");
                out.emplace_back(k->s, builder.build(*v, k->s));
              }
            });

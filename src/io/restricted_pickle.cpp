@@ -58,7 +58,8 @@ class Machine {
     return v;
   }
   std::string take(uint64_t n) {
-    if (n > in_.size() - pos_) fail(pos_, "a " + std::to_string(n) + "-byte string runs past the end");
+    if (n > in_.size() - pos_)
+      fail(pos_, "a " + std::to_string(n) + "-byte string runs past the end");
     std::string s(in_.substr(pos_, n));
     pos_ += n;
     return s;
@@ -120,7 +121,8 @@ class Machine {
   }
 
   void set_item(const PickleRef& dict, PickleRef key, PickleRef value, std::size_t at) {
-    if (dict->kind != Kind::kDict) fail(at, "SETITEM on a " + std::string(pickle_kind_name(dict->kind)));
+    if (dict->kind != Kind::kDict)
+      fail(at, "SETITEM on a " + std::string(pickle_kind_name(dict->kind)));
     if (key->kind == Kind::kString) {
       const auto [it, added] = dict->string_keys.emplace(key->s, dict->entries.size());
       if (!added) {
@@ -131,7 +133,8 @@ class Machine {
     dict->entries.emplace_back(std::move(key), std::move(value));
   }
   void append(const PickleRef& list, PickleRef value, std::size_t at) {
-    if (list->kind != Kind::kList) fail(at, "APPEND to a " + std::string(pickle_kind_name(list->kind)));
+    if (list->kind != Kind::kList)
+      fail(at, "APPEND to a " + std::string(pickle_kind_name(list->kind)));
     list->items.push_back(std::move(value));
   }
 
@@ -159,11 +162,21 @@ class Machine {
       case 0x95:  // FRAME: a length prefix only
         uint_le(8);
         return;
-      case '(': marks_.push_back(stack_.size()); return;  // MARK
-      case '0': pop(at); return;                          // POP
-      case '1': pop_mark(at); return;                     // POP_MARK
-      case '2': stack_.push_back(top(at)); return;        // DUP
-      case 'N': stack_.push_back(make(Kind::kNone)); return;
+      case '(':
+        marks_.push_back(stack_.size());
+        return;  // MARK
+      case '0':
+        pop(at);
+        return;  // POP
+      case '1':
+        pop_mark(at);
+        return;  // POP_MARK
+      case '2':
+        stack_.push_back(top(at));
+        return;  // DUP
+      case 'N':
+        stack_.push_back(make(Kind::kNone));
+        return;
       case 0x88:    // NEWTRUE
       case 0x89: {  // NEWFALSE
         auto r = make(Kind::kBool);
@@ -171,10 +184,16 @@ class Machine {
         stack_.push_back(std::move(r));
         return;
       }
-      case 'J': push_int(static_cast<int32_t>(uint_le(4))); return;  // BININT
-      case 'K': push_int(static_cast<int64_t>(uint_le(1))); return;  // BININT1
-      case 'M': push_int(static_cast<int64_t>(uint_le(2))); return;  // BININT2
-      case 0x8a: {                                                   // LONG1
+      case 'J':
+        push_int(static_cast<int32_t>(uint_le(4)));
+        return;  // BININT
+      case 'K':
+        push_int(static_cast<int64_t>(uint_le(1)));
+        return;  // BININT1
+      case 'M':
+        push_int(static_cast<int64_t>(uint_le(2)));
+        return;     // BININT2
+      case 0x8a: {  // LONG1
         const int n = static_cast<int>(uint_le(1));
         if (n > 8) fail(at, "integer of " + std::to_string(n) + " bytes");
         uint64_t v = n == 0 ? 0 : uint_le(n);
@@ -192,23 +211,39 @@ class Machine {
         stack_.push_back(std::move(r));
         return;
       }
-      case 'X': push_string(take(uint_le(4))); return;   // BINUNICODE
-      case 0x8c: push_string(take(uint_le(1))); return;  // SHORT_BINUNICODE
-      case 0x8d: push_string(take(uint_le(8))); return;  // BINUNICODE8
-      case 'T': push_string(take(uint_le(4))); return;   // BINSTRING (Python 2 str)
-      case 'U': push_string(take(uint_le(1))); return;   // SHORT_BINSTRING
-      case ')': push_tuple({}); return;                  // EMPTY_TUPLE
-      case 't': push_tuple(pop_mark(at)); return;        // TUPLE
-      case 0x85:                                         // TUPLE1
-      case 0x86:                                         // TUPLE2
-      case 0x87: {                                       // TUPLE3
+      case 'X':
+        push_string(take(uint_le(4)));
+        return;  // BINUNICODE
+      case 0x8c:
+        push_string(take(uint_le(1)));
+        return;  // SHORT_BINUNICODE
+      case 0x8d:
+        push_string(take(uint_le(8)));
+        return;  // BINUNICODE8
+      case 'T':
+        push_string(take(uint_le(4)));
+        return;  // BINSTRING (Python 2 str)
+      case 'U':
+        push_string(take(uint_le(1)));
+        return;  // SHORT_BINSTRING
+      case ')':
+        push_tuple({});
+        return;  // EMPTY_TUPLE
+      case 't':
+        push_tuple(pop_mark(at));
+        return;     // TUPLE
+      case 0x85:    // TUPLE1
+      case 0x86:    // TUPLE2
+      case 0x87: {  // TUPLE3
         std::vector<PickleRef> items(op - 0x84);
         for (auto it = items.rbegin(); it != items.rend(); ++it) *it = pop(at);
         push_tuple(std::move(items));
         return;
       }
-      case ']': stack_.push_back(make(Kind::kList)); return;  // EMPTY_LIST
-      case 'l': {                                             // LIST
+      case ']':
+        stack_.push_back(make(Kind::kList));
+        return;    // EMPTY_LIST
+      case 'l': {  // LIST
         auto r = make(Kind::kList);
         r->items = pop_mark(at);
         stack_.push_back(std::move(r));
@@ -225,8 +260,10 @@ class Machine {
         for (auto& v : items) append(list, std::move(v), at);
         return;
       }
-      case '}': stack_.push_back(make(Kind::kDict)); return;  // EMPTY_DICT
-      case 'd': {                                             // DICT
+      case '}':
+        stack_.push_back(make(Kind::kDict));
+        return;    // EMPTY_DICT
+      case 'd': {  // DICT
         auto items = pop_mark(at);
         if (items.size() % 2) fail(at, "DICT with an odd number of items");
         auto r = make(Kind::kDict);
@@ -244,14 +281,21 @@ class Machine {
         auto items = pop_mark(at);
         if (items.size() % 2) fail(at, "SETITEMS with an odd number of items");
         const PickleRef& dict = top(at);
-        for (std::size_t k = 0; k < items.size(); k += 2) set_item(dict, items[k], items[k + 1], at);
+        for (std::size_t k = 0; k < items.size(); k += 2)
+          set_item(dict, items[k], items[k + 1], at);
         return;
       }
-      case 'q': memo_[uint_le(1)] = top(at); return;  // BINPUT
-      case 'r': memo_[uint_le(4)] = top(at); return;  // LONG_BINPUT
-      case 0x94: memo_[memo_.size()] = top(at); return;  // MEMOIZE
-      case 'h':                                          // BINGET
-      case 'j': {                                        // LONG_BINGET
+      case 'q':
+        memo_[uint_le(1)] = top(at);
+        return;  // BINPUT
+      case 'r':
+        memo_[uint_le(4)] = top(at);
+        return;  // LONG_BINPUT
+      case 0x94:
+        memo_[memo_.size()] = top(at);
+        return;    // MEMOIZE
+      case 'h':    // BINGET
+      case 'j': {  // LONG_BINGET
         const uint64_t key = uint_le(op == 'h' ? 1 : 4);
         const auto it = memo_.find(key);
         if (it == memo_.end()) fail(at, "memo " + std::to_string(key) + " was never stored");
@@ -280,7 +324,9 @@ class Machine {
         stack_.push_back(std::move(r));
         return;
       }
-      case 'R': reduce(at); return;
+      case 'R':
+        reduce(at);
+        return;
       case 'b': {  // BUILD
         PickleRef state = pop(at);
         // torch.save's OrderedDict carries its _metadata attribute this way; attributes of a
@@ -319,17 +365,28 @@ class Machine {
 
 const char* pickle_kind_name(PickleValue::Kind kind) {
   switch (kind) {
-    case Kind::kNone: return "None";
-    case Kind::kBool: return "bool";
-    case Kind::kInt: return "int";
-    case Kind::kFloat: return "float";
-    case Kind::kString: return "string";
-    case Kind::kTuple: return "tuple";
-    case Kind::kList: return "list";
-    case Kind::kDict: return "dict";
-    case Kind::kGlobal: return "global";
-    case Kind::kPersistentId: return "persistent id";
-    case Kind::kCall: return "call";
+    case Kind::kNone:
+      return "None";
+    case Kind::kBool:
+      return "bool";
+    case Kind::kInt:
+      return "int";
+    case Kind::kFloat:
+      return "float";
+    case Kind::kString:
+      return "string";
+    case Kind::kTuple:
+      return "tuple";
+    case Kind::kList:
+      return "list";
+    case Kind::kDict:
+      return "dict";
+    case Kind::kGlobal:
+      return "global";
+    case Kind::kPersistentId:
+      return "persistent id";
+    case Kind::kCall:
+      return "call";
   }
   return "value";
 }

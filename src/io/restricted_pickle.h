@@ -20,14 +20,26 @@ struct PickleValue;
 using PickleRef = std::shared_ptr<PickleValue>;
 
 struct PickleValue {
-  enum class Kind { kNone, kBool, kInt, kFloat, kString, kTuple, kList, kDict, kGlobal, kPersistentId, kCall };
+  enum class Kind {
+    kNone,
+    kBool,
+    kInt,
+    kFloat,
+    kString,
+    kTuple,
+    kList,
+    kDict,
+    kGlobal,
+    kPersistentId,
+    kCall
+  };
   Kind kind = Kind::kNone;
-  int64_t i = 0;  // kInt, kBool
-  double f = 0;   // kFloat
-  std::string s;  // kString; kGlobal and kCall: "module.name"
+  int64_t i = 0;                 // kInt, kBool
+  double f = 0;                  // kFloat
+  std::string s;                 // kString; kGlobal and kCall: "module.name"
   std::vector<PickleRef> items;  // kTuple, kList; kCall: the arguments; kPersistentId: its tuple
   std::vector<std::pair<PickleRef, PickleRef>> entries;  // kDict, in insertion order
-  std::map<std::string, std::size_t> string_keys;         // kDict: index of each string key
+  std::map<std::string, std::size_t> string_keys;        // kDict: index of each string key
 };
 
 const char* pickle_kind_name(PickleValue::Kind kind);

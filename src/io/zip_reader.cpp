@@ -64,7 +64,8 @@ struct Directory {
 Directory find_directory(const Cursor& c, const std::string& source) {
   if (c.size() < kEndRecordSize) throw Error(source + ": truncated zip archive (no end record)");
   // The record ends the file unless a comment (at most 65535 bytes) follows it.
-  const std::size_t lowest = c.size() > kEndRecordSize + 0xffff ? c.size() - kEndRecordSize - 0xffff : 0;
+  const std::size_t lowest =
+      c.size() > kEndRecordSize + 0xffff ? c.size() - kEndRecordSize - 0xffff : 0;
   std::size_t pos = c.size() - kEndRecordSize;
   for (;; --pos) {
     if (c.at(pos, 4, "end record") == kEndOfCentralDir &&
@@ -159,7 +160,8 @@ ZipArchive::ZipArchive(const uint8_t* data, std::size_t size, std::string source
     if (flags & 0x1) throw Error(source_ + ": zip entry '" + name + "' is encrypted");
     if (method != 0)
       throw Error(source_ + ": zip entry '" + name + "' is compressed (method " +
-                  std::to_string(method) + "); PyTorch checkpoints store their entries uncompressed");
+                  std::to_string(method) +
+                  "); PyTorch checkpoints store their entries uncompressed");
     if (csize != usize)
       throw Error(source_ + ": corrupt zip archive (stored entry '" + name + "' has sizes " +
                   std::to_string(csize) + " and " + std::to_string(usize) + ")");
@@ -205,7 +207,8 @@ std::string_view ZipArchive::read(const std::string& name) {
       left -= n;
     }
     if (static_cast<uint32_t>(crc) != e.crc32)
-      throw Error(source_ + ": zip entry '" + name + "' fails its CRC-32 check (tampered or corrupt)");
+      throw Error(source_ + ": zip entry '" + name +
+                  "' fails its CRC-32 check (tampered or corrupt)");
     e.crc_checked = true;
   }
   return {reinterpret_cast<const char*>(e.data), e.size};
