@@ -74,6 +74,9 @@ int main(int argc, char** argv) {
   commands.emplace_back(info, cm::cli::add_info(*info));
   auto* plot_log = app.add_subcommand("plot-log", "Draw a training log's loss curve to PNG");
   commands.emplace_back(plot_log, cm::cli::add_plot_log(*plot_log));
+  auto* convert = app.add_subcommand(
+      "convert", "Convert a checkpoint of the original consistency-models repository (.pt)");
+  commands.emplace_back(convert, cm::cli::add_convert(*convert));
 
   try {
     app.parse(argc, argv);
