@@ -135,15 +135,16 @@ install_wheels() {
     --target "$gpu/site" "$gpu"/whl/*.whl && python3 -c 'import diffusers; print("diffusers", diffusers.__version__)'
 }
 build() {
-  local torch_prefix args
-  torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)') || return 1
+  local args
+  # build.sh puts python3's torch first on CMAKE_PREFIX_PATH and CM_PREFIX_PATH after it.
   # -rpath-link: ld finds libgloo's own needs (hiredis, ibverbs) in the prefix, without an
   # LD_LIBRARY_PATH that would hand the compiler the prefix's libraries too.
-  args=(-DCM_HUB=OFF "-DCMAKE_PREFIX_PATH=$prefix/usr;$torch_prefix"
+  args=(-DCM_HUB=OFF
         "-DCMAKE_EXE_LINKER_FLAGS=-Wl,-rpath-link,$libdir" "-DCMAKE_SHARED_LINKER_FLAGS=-Wl,-rpath-link,$libdir")
   [ -d "$gpu/shared/golden" ] && args+=("-DCM_GOLDEN_DIR=$gpu/shared/golden")
   echo "CM_CMAKE_ARGS=${args[*]} ${CM_CMAKE_ARGS:-}"
-  CM_CMAKE_ARGS="${args[*]} ${CM_CMAKE_ARGS:-}" bash scripts/build.sh --cuda --python python3
+  CM_PREFIX_PATH="$prefix/usr" CM_CMAKE_ARGS="${args[*]} ${CM_CMAKE_ARGS:-}" \
+    bash scripts/build.sh --cuda --python python3
 }
 machine_info() {
   { nvidia-smi; python3 -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__,
