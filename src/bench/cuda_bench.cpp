@@ -45,11 +45,10 @@ at::Device gpu_of(const std::string& name) {
 }
 
 double peak_allocated_mb(const at::Device& d) {
-  namespace alloc = c10::cuda::CUDACachingAllocator;
-  const auto stats = alloc::getDeviceStats(d.index());
-  return static_cast<double>(
-             stats.allocated_bytes[static_cast<size_t>(alloc::StatType::AGGREGATE)].peak) /
-         (1 << 20);
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(d.index());
+  // Entry 0 is the aggregate over pool types (StatType::AGGREGATE, whose namespace moved
+  // between LibTorch releases).
+  return static_cast<double>(stats.allocated_bytes[0].peak) / (1 << 20);
 }
 
 }  // namespace
