@@ -44,6 +44,11 @@ TEST_F(Distributed, TwoProcessesWithBatchBMatchOneProcessWithBatch2B) {
   // Rank 0 alone logs progress and writes the checkpoint.
   EXPECT_NE(pair.output.find("step 4/4"), std::string::npos) << pair.output;
 
+  // Where both runs started: one step at learning rate 0 leaves the weights as initialised.
+  const auto init_run = run_cm(train_args(path("init"), 4, "--steps 1 --lr 0") + " -q");
+  ASSERT_EQ(init_run.status, 0) << init_run.output;
+  const auto init = state(path("init"));
+
   const auto a = state(path("single")), b = state(path("pair"));
   ASSERT_EQ(a.size(), b.size());
   int compared = 0;
@@ -55,20 +60,30 @@ TEST_F(Distributed, TwoProcessesWithBatchBMatchOneProcessWithBatch2B) {
     if (key.find("to_k.bias") != std::string::npos && key.rfind("adam.", 0) != 0) continue;
     ASSERT_TRUE(b.count(key)) << key;
     const auto& other = b.at(key);
-    if (value.is_floating_point()) {
-      EXPECT_TRUE(at::allclose(value, other, 1e-4, 1e-6))
-          << key << ": max difference " << (value - other).abs().max().item<double>();
-      ++compared;
-    } else {
+    if (!value.is_floating_point()) {
       EXPECT_TRUE(at::equal(value, other)) << key;
+      continue;
     }
+    const double diff = (value - other).abs().max().item<double>();
+    if (key.rfind("adam.", 0) == 0) {
+      // The gradients' moments: the batch split changes only the summation order.
+      EXPECT_TRUE(at::allclose(value, other, 1e-4, 1e-6)) << key << ": max difference " << diff;
+    } else {
+      // Weights: the two gradients differ by summation order alone (~1e-7 relative), but Adam
+      // divides each gradient by its own running size, and where a gradient changes sign between
+      // steps that rounding shows up in the step taken. Measured on an AVX2 Xeon (oneDNN's AVX2
+      // kernels reduce over the batch in another order than its AVX-512 ones): 3.2e-6 on a
+      // weight that moved by ~8e-3. So each tensor's difference is held to 1e-3 of how far the
+      // tensor moved, plus 1e-6.
+      const double moved = (value - init.at(key)).abs().max().item<double>();
+      EXPECT_LE(diff, 1e-3 * moved + 1e-6) << key << ": moved " << moved;
+    }
+    ++compared;
   }
   EXPECT_GT(compared, 50);
   // The weights moved: the comparison is not between two untouched initialisations.
-  const auto init = run_cm(train_args(path("init"), 4, "--steps 1 --lr 0") + " -q");
-  ASSERT_EQ(init.status, 0) << init.output;
-  EXPECT_FALSE(at::allclose(state(path("init")).at("online.conv_in.weight"),
-                            a.at("online.conv_in.weight"), 1e-4, 1e-6));
+  EXPECT_FALSE(at::allclose(init.at("online.conv_in.weight"), a.at("online.conv_in.weight"), 1e-4,
+                            1e-6));
 }
 
 TEST_F(Distributed, BadRankIsAOneLineError) {

@@ -206,8 +206,12 @@ TEST_F(TrainingRun, Bf16AutocastComputesInBfloat16AndStillLearns) {
   }
   EXPECT_EQ(f32.scalar_type(), at::kFloat);
   EXPECT_EQ(bf16.scalar_type(), at::kBFloat16);  // the convolutions really ran in bfloat16
+  // bfloat16 keeps 8 significant bits, and the error grows layer by layer through the UNet. How
+  // much depends on the CPU's kernels: under 5% of the output's range with AVX-512 BF16 (Zen 5),
+  // 6.1% measured where oneDNN emulates bfloat16 (AVX2). A computation in the wrong dtype or with
+  // a missing policy is off by the whole range.
   const double scale = f32.abs().max().item<double>();
-  EXPECT_LT((bf16.to(at::kFloat) - f32).abs().max().item<double>(), 0.05 * scale);
+  EXPECT_LT((bf16.to(at::kFloat) - f32).abs().max().item<double>(), 0.1 * scale);
 
   o.bf16 = true;
   o.total_steps = 40;

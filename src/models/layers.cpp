@@ -49,7 +49,7 @@ Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel
 bool Conv2dImpl::should_prepack(const at::Tensor& x) const {
 #if CM_ONEDNN_DIRECT
   const auto type = weight.scalar_type();
-  return allow_prepack_ && !at::GradMode::is_enabled() && weight.device().is_cpu() &&
+  return allow_prepack_ && !cannot_pack_ && !at::GradMode::is_enabled() && weight.device().is_cpu() &&
          (type == at::kFloat || type == at::kBFloat16) && x.scalar_type() == type &&
          x.dim() == 4 && x.numel() > 0 &&
          (x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast));
@@ -71,7 +71,14 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
       dense_format_ = weight.is_contiguous(at::MemoryFormat::ChannelsLast)
                           ? at::MemoryFormat::ChannelsLast
                           : at::MemoryFormat::Contiguous;
-      packed = std::make_shared<kernels::PackedConv2d>(weight, stride_, padding_, x, bias);
+      try {
+        packed = std::make_shared<kernels::PackedConv2d>(weight, stride_, padding_, x, bias);
+      } catch (const std::exception&) {
+        // oneDNN has no kernel for this case on this CPU (bfloat16 without AVX-512, say):
+        // LibTorch's convolution handles it, as it does without packing.
+        cannot_pack_ = true;
+        return at::conv2d(x, weight, bias, stride_, padding_);
+      }
       std::atomic_store(&packed_, packed);
       weight.set_data(at::zeros({1}, weight.options()).expand(weight.sizes()));
       // Without this, packing a 1.1 GB model raised its peak resident memory by ~450 MB.

@@ -6,6 +6,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 
@@ -58,6 +59,7 @@ class Conv2dImpl : public torch::nn::Module {
 
   int64_t stride_, padding_;
   bool allow_prepack_ = false;
+  std::atomic<bool> cannot_pack_{false};  // oneDNN had no kernel for it on this CPU
   at::MemoryFormat dense_format_ = at::MemoryFormat::Contiguous;
   std::shared_ptr<kernels::PackedConv2d> packed_;  // read with std::atomic_load
   std::shared_ptr<std::mutex> pack_mutex_ = std::make_shared<std::mutex>();
