@@ -1,5 +1,6 @@
 // cm generate: images from a consistency model, as diffusers' ConsistencyModelPipeline makes them.
 #include <CLI/CLI.hpp>
+#include <torch/cuda.h>
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -87,6 +88,14 @@ int run_generate(const GenerateArgs& a) {
   LoadOptions load;
   load.dtype = parse_dtype(a.dtype);
   apply_device_args(a.dev, load);
+  // Under torchrun a plain "cuda" means this process's own GPU, picked as cm train picks it.
+  if (dist.world_size > 1 && a.dev.device == "cuda" && load.devices.empty()) {
+    const int gpus = static_cast<int>(torch::cuda::device_count());
+    if (gpus > 0) {
+      const int index = dist.local_rank >= 0 ? dist.local_rank : dist.rank % gpus;
+      load.device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
+    }
+  }
   set_threads(a.threads);
 
   const std::string model = model_or_default(a.model);
@@ -187,7 +196,8 @@ int run_generate(const GenerateArgs& a) {
     std::optional<int64_t> label;
     if (!r.class_labels.empty()) label = r.class_labels[i];
     const std::string path = output_name(a.output, static_cast<int>(i), static_cast<int>(images.size()));
-    write_png(path, images[i], {{"parameters", parameters_text(a, o.seed, r.images, o.timesteps, label)}});
+    write_png(path, images[i],
+              {{"parameters", parameters_text(a, o.seed, r.images, o.timesteps, label)}});
     std::cout << path << std::endl;
   }
   return 0;
