@@ -66,15 +66,17 @@ std::vector<std::pair<std::string, cm::NpySpec>> specs(const Samples& s) {
 class NpzStreamTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("cm_npz_stream_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("cm_npz_stream_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
   size_t file_count() const {
-    return static_cast<size_t>(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()));
+    return static_cast<size_t>(
+        std::distance(fs::directory_iterator(dir_), fs::directory_iterator()));
   }
   // Each member's bytes as Python's zipfile reads them (after testzip() checked every CRC), or
   // nothing when python3 is missing.
@@ -85,7 +87,8 @@ class NpzStreamTest : public ::testing::Test {
     std::string cmd =
         "python3 -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); "
         "assert z.testzip() is None\nfor n in sys.argv[2:]: open(n + \".out\", \"wb\").write("
-        "z.read(n.rsplit(\"/\", 1)[1]))' " + zip;
+        "z.read(n.rsplit(\"/\", 1)[1]))' " +
+        zip;
     for (const auto& name : names) cmd += " " + path(name);
     EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
     for (const auto& name : names) {
@@ -180,19 +183,21 @@ TEST_F(NpzStreamTest, IncompleteOrOverfullDataLeavesNoFile) {
   EXPECT_EQ(file_count(), 0u);  // the temporary file went with the writer
 
   // A failed rewrite leaves an existing file as it was.
-  {
-    std::ofstream(path("old.npz")) << "previous";
-  }
+  { std::ofstream(path("old.npz")) << "previous"; }
   {
     cm::NpzStreamWriter w(path("old.npz"), specs(s));
     w.append(0, s.images.data.data(), 10);
   }
-  EXPECT_EQ(read_bytes(path("old.npz")), std::vector<uint8_t>({'p', 'r', 'e', 'v', 'i', 'o', 'u', 's'}));
+  EXPECT_EQ(read_bytes(path("old.npz")),
+            std::vector<uint8_t>({'p', 'r', 'e', 'v', 'i', 'o', 'u', 's'}));
   EXPECT_EQ(file_count(), 1u);
 
   expect_error([&] { cm::NpzStreamWriter(path("bad.npz"), {{"x", {"<U3", {1}}}}); }, "'<U3'");
-  expect_error([&] { cm::NpzStreamWriter(path("bad.npz"), {{"x", {"|u1", {1}}}, {"x", {"|u1", {1}}}}); },
-               "duplicate");
+  expect_error(
+      [&] {
+        cm::NpzStreamWriter(path("bad.npz"), {{"x", {"|u1", {1}}}, {"x", {"|u1", {1}}}});
+      },
+      "duplicate");
   EXPECT_EQ(file_count(), 1u);
 }
 

@@ -41,17 +41,18 @@ class Sampling : public TempDirTest {
     const std::string env =
         "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " WORLD_SIZE=2 ";
     const std::string cm = std::string(CM_BINARY) + " ";
-    const auto r = run_shell("RANK=1 " + env + cm + args1 + " > " + path("rank1.out") + " 2> " +
-                             path("rank1.err") + " & RANK=0 " + env + cm + args0 + " > " +
-                             path("rank0.out") + " 2> " + path("rank0.err") +
-                             "; s0=$?; wait $!; s1=$?; echo $s0 $s1");
+    const auto r =
+        run_shell("RANK=1 " + env + cm + args1 + " > " + path("rank1.out") + " 2> " +
+                  path("rank1.err") + " & RANK=0 " + env + cm + args0 + " > " + path("rank0.out") +
+                  " 2> " + path("rank0.err") + "; s0=$?; wait $!; s1=$?; echo $s0 $s1");
     int s0 = -1, s1 = -1;
     std::sscanf(r.output.c_str(), "%d %d", &s0, &s1);
     return {s0, s1};
   }
   std::string logs() const {
-    return "rank 0 out: " + read_text(path("rank0.out")) + "rank 0 err: " +
-           read_text(path("rank0.err")) + "rank 1 out: " + read_text(path("rank1.out")) +
+    return "rank 0 out: " + read_text(path("rank0.out")) +
+           "rank 0 err: " + read_text(path("rank0.err")) +
+           "rank 1 out: " + read_text(path("rank1.out")) +
            "rank 1 err: " + read_text(path("rank1.err"));
   }
 };
@@ -70,8 +71,8 @@ TEST_F(Sampling, OneAndTwoProcessesWriteTheSameChunksOfSeedSPlusK) {
   EXPECT_NE(one.output.find("chunk 3/3  images 8-9  seed 7  rank 0"), std::string::npos)
       << one.output;
 
-  const auto [s0, s1] = run_pair(generate_args(flags, path("two.npz")),
-                                 generate_args(flags, path("two.npz")));
+  const auto [s0, s1] =
+      run_pair(generate_args(flags, path("two.npz")), generate_args(flags, path("two.npz")));
   ASSERT_EQ(s0, 0) << logs();
   ASSERT_EQ(s1, 0) << logs();
   EXPECT_EQ(read_text(path("rank0.out")), path("two.npz") + "\n");
@@ -96,9 +97,8 @@ TEST_F(Sampling, OneAndTwoProcessesWriteTheSameChunksOfSeedSPlusK) {
   const int64_t sizes[] = {4, 4, 2};
   for (int64_t k = 0; k < 3; ++k) {
     const std::string plain = path("plain" + std::to_string(k) + ".npz");
-    const auto r = run_cm(generate_args("-q -n " + std::to_string(sizes[k]) + " --seed " +
-                                            std::to_string(5 + k),
-                                        plain));
+    const auto r = run_cm(generate_args(
+        "-q -n " + std::to_string(sizes[k]) + " --seed " + std::to_string(5 + k), plain));
     ASSERT_EQ(r.status, 0) << r.output;
     const auto p = read_npz(plain);
     ASSERT_EQ(p.size(), 2u);
@@ -111,8 +111,10 @@ TEST_F(Sampling, OneAndTwoProcessesWriteTheSameChunksOfSeedSPlusK) {
 
 TEST_F(Sampling, OneChunkUnderTwoProcessesIsDiffusersSingleCall) {
   // Golden case pipeline.1: batch 2, timesteps 22,0, seed 42, labels 3,7, computed by diffusers.
-  const std::string args = "generate -m " + kCond + "/model -t 1 -n 2 --timesteps 22,0 "
-                           "--seed 42 --class 3,7 --chunk-size 4 -o " + path("g.npz");
+  const std::string args = "generate -m " + kCond +
+                           "/model -t 1 -n 2 --timesteps 22,0 "
+                           "--seed 42 --class 3,7 --chunk-size 4 -o " +
+                           path("g.npz");
   const auto [s0, s1] = run_pair(args, args);
   ASSERT_EQ(s0, 0) << logs();
   ASSERT_EQ(s1, 0) << logs();

@@ -83,7 +83,7 @@ struct Member {
   uint64_t data_size;   // the array's bytes, after the header
   uint64_t offset = 0;  // of the local header
   uint64_t written = 0;
-  uint32_t crc = 0;     // of the header and the bytes written so far
+  uint32_t crc = 0;  // of the header and the bytes written so far
 
   uint64_t size() const { return header.size() + data_size; }
 };
@@ -247,8 +247,7 @@ struct NpyStreamWriter::Impl {
 
 NpyStreamWriter::NpyStreamWriter(const std::string& path, const NpySpec& spec) {
   const std::string header = npy_header_of(path, spec.descr, spec.shape);
-  impl_ = std::make_unique<Impl>(path, header.size(),
-                                 npy_data_size(path, spec.descr, spec.shape));
+  impl_ = std::make_unique<Impl>(path, header.size(), npy_data_size(path, spec.descr, spec.shape));
   impl_->file.write_at(0, header);
 }
 

@@ -28,7 +28,9 @@ using training::ProcessGroup;
 
 constexpr int kHeaderLength = 6;
 
-int message_tag(int64_t k, int part) { return static_cast<int>(k * 3 + part); }
+int message_tag(int64_t k, int part) {
+  return static_cast<int>(k * 3 + part);
+}
 
 void check_options(const SamplingOptions& o) {
   if (o.num_images < 1)
@@ -45,10 +47,10 @@ void check_options(const SamplingOptions& o) {
 
 // Every rank must cut the same chunks; the seed is rank 0's (a random one differs per process).
 void agree_with_rank0(ProcessGroup& group, SamplingOptions& o) {
-  const auto mine = at::tensor({o.num_images, o.chunk_size, static_cast<int64_t>(o.generate.seed),
-                                static_cast<int64_t>(o.float_images),
-                                static_cast<int64_t>(o.generate.class_labels.size())},
-                               at::kLong);
+  const auto mine = at::tensor(
+      {o.num_images, o.chunk_size, static_cast<int64_t>(o.generate.seed),
+       static_cast<int64_t>(o.float_images), static_cast<int64_t>(o.generate.class_labels.size())},
+      at::kLong);
   const auto rank0 = mine.clone();
   group.broadcast({rank0});
   const int64_t* a = mine.data_ptr<int64_t>();

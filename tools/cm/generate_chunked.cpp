@@ -13,7 +13,8 @@ namespace cm::cli {
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // Rank 0's end of the run: appends each chunk to the output file (opened when the first chunk
@@ -33,8 +34,7 @@ class ChunkWriter {
         std::optional<int64_t> label;
         if (!c.class_labels.empty()) label = c.class_labels[j];
         const std::string path =
-            output_name(out_.path, static_cast<int>(c.first + j),
-                        static_cast<int>(n_));
+            output_name(out_.path, static_cast<int>(c.first + j), static_cast<int>(n_));
         write_png(path, png, {{"parameters", out_.png_text(c.seed, images, label)}});
         std::cout << path << std::endl;
       }
@@ -82,12 +82,12 @@ int run_generate_chunked(ConsistencyModelPipeline& pipeline, const SamplingOptio
     writer(c);
     const auto now = std::chrono::steady_clock::now();
     char line[160];
-    std::snprintf(line, sizeof line, "chunk %lld/%lld  images %lld-%lld  seed %llu  rank %d  %.3f s",
-                  static_cast<long long>(c.index + 1), static_cast<long long>(chunks),
-                  static_cast<long long>(c.first),
-                  static_cast<long long>(c.first + c.images.size(0) - 1),
-                  static_cast<unsigned long long>(c.seed), c.rank,
-                  std::chrono::duration<double>(now - last).count());
+    std::snprintf(
+        line, sizeof line, "chunk %lld/%lld  images %lld-%lld  seed %llu  rank %d  %.3f s",
+        static_cast<long long>(c.index + 1), static_cast<long long>(chunks),
+        static_cast<long long>(c.first), static_cast<long long>(c.first + c.images.size(0) - 1),
+        static_cast<unsigned long long>(c.seed), c.rank,
+        std::chrono::duration<double>(now - last).count());
     last = now;
     log(output.quiet, line);
   });
