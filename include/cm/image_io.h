@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -50,5 +51,50 @@ NpyArray read_npy(const std::string& path);
 // An uncompressed .npz (a zip of NAME.npy members), as numpy.savez writes it.
 void write_npz(const std::string& path, const std::vector<std::pair<std::string, NpyArray>>& arrays);
 std::vector<std::pair<std::string, NpyArray>> read_npz(const std::string& path);
+
+// The dtype descr and shape of an array whose data is written later.
+struct NpySpec {
+  std::string descr;
+  std::vector<int64_t> shape;
+};
+
+// An uncompressed .npz written while its data arrives, never held whole in memory: the arrays'
+// shapes are fixed up front, each array's bytes are appended in C order (the arrays in any
+// interleaving), and finish() checks that every byte came before it renames the temporary file
+// to `path`. A writer destroyed unfinished removes its temporary file, so a partial archive never
+// carries the final name. Members and offsets of zip64_from bytes or more get zip64 records (the
+// 4 GiB limit of plain zip; a lower value only tests them).
+class NpzStreamWriter {
+ public:
+  NpzStreamWriter(const std::string& path,
+                  const std::vector<std::pair<std::string, NpySpec>>& arrays,
+                  uint64_t zip64_from = 0xffffffffu);
+  ~NpzStreamWriter();
+  NpzStreamWriter(const NpzStreamWriter&) = delete;
+  NpzStreamWriter& operator=(const NpzStreamWriter&) = delete;
+
+  void append(size_t array, const void* data, size_t size);
+  void finish();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The same for a single .npy file.
+class NpyStreamWriter {
+ public:
+  NpyStreamWriter(const std::string& path, const NpySpec& spec);
+  ~NpyStreamWriter();
+  NpyStreamWriter(const NpyStreamWriter&) = delete;
+  NpyStreamWriter& operator=(const NpyStreamWriter&) = delete;
+
+  void append(const void* data, size_t size);
+  void finish();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace cm

@@ -10,7 +10,9 @@
 
 namespace cm {
 
-// round(x * 255) per value, half to even, as diffusers' numpy_to_pil does.
+// round(x * 255) per value, half to even, as diffusers' numpy_to_pil does: a uint8 CPU tensor
+// of the same shape, or one image each.
+at::Tensor images_to_uint8(const at::Tensor& images);
 std::vector<ImageU8> to_uint8_images(const at::Tensor& images);
 // Tiles the images left to right, top to bottom; columns <= 0 picks a near-square layout.
 ImageU8 make_grid(const std::vector<ImageU8>& images, int columns = 0);

@@ -16,12 +16,14 @@
 
 #include "cm/error.h"
 #include "io/files.h"
+#include "io/npy_format.h"
 
 namespace cm {
 namespace {
 
 constexpr char kMagic[] = "\x93NUMPY";  // 6 bytes, then major and minor version
 constexpr uint32_t kLocalSig = 0x04034b50, kCentralSig = 0x02014b50, kEndSig = 0x06054b50;
+constexpr uint32_t kZip64EndSig = 0x06064b50, kZip64LocatorSig = 0x07064b50;
 
 
 
@@ -34,6 +36,9 @@ uint32_t get_le(const uint8_t* p, int bytes) {
   uint32_t value = 0;
   for (int i = bytes - 1; i >= 0; --i) value = (value << 8) | p[i];
   return value;
+}
+uint64_t get_le64(const uint8_t* p) {
+  return get_le(p, 4) | static_cast<uint64_t>(get_le(p + 4, 4)) << 32;
 }
 
 // Item size from a descr such as "<f4": byte order, kind, then the size in bytes.
@@ -62,16 +67,16 @@ std::string shape_repr(const std::vector<int64_t>& shape) {
   return s + (shape.size() == 1 ? ",)" : ")");  // Python spells a 1-tuple "(n,)"
 }
 
+}  // namespace
+
 // Magic, version 1.0, length and the dict, padded as numpy pads it: 21 - digits(shape[0])
 // spare spaces so the first axis can grow in place, then spaces and '\n' to a 64-byte boundary.
-std::string npy_header(const std::string& where, const NpyArray& array) {
-  const uint64_t need = data_size(where, array.descr, array.shape);
-  if (array.data.size() != need)
-    throw Error(where + ": array has " + std::to_string(array.data.size()) + " bytes, " +
-                array.descr + " " + shape_repr(array.shape) + " needs " + std::to_string(need));
-  std::string dict = "{'descr': '" + array.descr + "', 'fortran_order': False, 'shape': " +
-                     shape_repr(array.shape) + ", }";
-  if (!array.shape.empty()) dict.append(21 - std::to_string(array.shape[0]).size(), ' ');
+std::string npy_header_of(const std::string& where, const std::string& descr,
+                          const std::vector<int64_t>& shape) {
+  npy_data_size(where, descr, shape);  // validates descr and shape
+  std::string dict = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " +
+                     shape_repr(shape) + ", }";
+  if (!shape.empty()) dict.append(21 - std::to_string(shape[0]).size(), ' ');
   const size_t pad = 64 - (10 + dict.size() + 1) % 64;
   dict.append(pad, ' ');
   dict.push_back('\n');
@@ -80,6 +85,22 @@ std::string npy_header(const std::string& where, const NpyArray& array) {
   header += std::string("\x01\x00", 2);
   put_le(header, dict.size(), 2);
   return header + dict;
+}
+
+uint64_t npy_data_size(const std::string& where, const std::string& descr,
+                       const std::vector<int64_t>& shape) {
+  return data_size(where, descr, shape);
+}
+
+namespace {
+
+// The .npy header of an array whose data size was already checked.
+std::string npy_header(const std::string& where, const NpyArray& array) {
+  const uint64_t need = data_size(where, array.descr, array.shape);
+  if (array.data.size() != need)
+    throw Error(where + ": array has " + std::to_string(array.data.size()) + " bytes, " +
+                array.descr + " " + shape_repr(array.shape) + " needs " + std::to_string(need));
+  return npy_header_of(where, array.descr, array.shape);
 }
 
 // Just enough of a Python literal parser for the header dict numpy writes.
@@ -203,83 +224,16 @@ NpyArray read_npy(const std::string& path) {
 
 void write_npz(const std::string& path,
                const std::vector<std::pair<std::string, NpyArray>>& arrays) {
-  // Encode and checksum everything first, so a bad array throws before any file exists.
-  struct Member {
-    std::string name, header;
-    const NpyArray* array;
-    uint32_t crc;
-    uint64_t size;
-  };
-  std::vector<Member> members;
-  std::set<std::string> names;
-  uint64_t total = 22;
+  // Every array is checked before any file exists.
+  std::vector<std::pair<std::string, NpySpec>> specs;
   for (const auto& [key, array] : arrays) {
-    const std::string name = key + ".npy";
-    if (key.empty() || key.find('\0') != std::string::npos || !names.insert(name).second)
-      throw Error(path + ": invalid or duplicate array name '" + key + "'");
-    Member m{name, npy_header(path + ": array '" + key + "'", array), &array, 0, 0};
-    m.size = m.header.size() + array.data.size();
-    total += 30 + 46 + 2 * name.size() + m.size;
-    if (m.size >= 0xffffffffu || total >= 0xffffffffu || members.size() >= 0xffff)
-      throw Error(path + ": too large for an npz without zip64");
-    uLong crc = crc32(0L, reinterpret_cast<const Bytef*>(m.header.data()), m.header.size());
-    // crc32 with a null buffer returns the initial value, so an empty array must skip it.
-    if (!array.data.empty())
-      crc = crc32(crc, array.data.data(), static_cast<uInt>(array.data.size()));
-    m.crc = static_cast<uint32_t>(crc);
-    members.push_back(std::move(m));
+    npy_header(path + ": array '" + key + "'", array);
+    specs.emplace_back(key, NpySpec{array.descr, array.shape});
   }
-
-  // One record layout serves both headers: the central one adds version-made-by in front and
-  // comment, disk, attribute and offset fields after. Dates are fixed at 1980-01-01 so the
-  // same arrays always give the same bytes.
-  auto record = [](const Member& m, bool central, uint32_t offset) {
-    std::string r;
-    put_le(r, central ? kCentralSig : kLocalSig, 4);
-    if (central) put_le(r, 0x0314, 2);  // made by Unix, ZIP 2.0
-    put_le(r, 20, 2);                   // version needed to extract
-    bool utf8 = false;  // Python decodes names without this flag as CP437
-    for (unsigned char c : m.name) utf8 = utf8 || c >= 0x80;
-    put_le(r, utf8 ? 0x800 : 0, 2);     // flags
-    put_le(r, 0, 2);                    // method: stored
-    put_le(r, 0, 2);                    // time 00:00
-    put_le(r, 0x21, 2);                 // date 1980-01-01
-    put_le(r, m.crc, 4);
-    put_le(r, m.size, 4);  // compressed size
-    put_le(r, m.size, 4);  // uncompressed size
-    put_le(r, m.name.size(), 2);
-    put_le(r, 0, 2);  // extra field length
-    if (central) {
-      put_le(r, 0, 6);                 // comment length, disk number, internal attributes
-      put_le(r, 0100644u << 16, 4);  // external attributes: regular file, rw-r--r--
-      put_le(r, offset, 4);
-    }
-    return r + m.name;
-  };
-  write_atomically(path, [&](std::FILE* file) {
-    std::vector<uint32_t> offsets;
-    uint32_t offset = 0;
-    for (const Member& m : members) {
-      offsets.push_back(offset);
-      const std::string local = record(m, false, 0);
-      write_bytes(file, path, local.data(), local.size());
-      write_bytes(file, path, m.header.data(), m.header.size());
-      write_bytes(file, path, m.array->data.data(), m.array->data.size());
-      offset += static_cast<uint32_t>(local.size() + m.size);
-    }
-    std::string central;
-    for (size_t i = 0; i < members.size(); ++i) central += record(members[i], true, offsets[i]);
-    std::string end;
-    put_le(end, kEndSig, 4);
-    put_le(end, 0, 4);  // this disk, disk with the central directory
-    put_le(end, members.size(), 2);
-    put_le(end, members.size(), 2);
-    put_le(end, central.size(), 4);
-    put_le(end, offset, 4);
-    put_le(end, 0, 2);  // comment length
-    central += end;
-    write_bytes(file, path, central.data(), central.size());
-  });
+  NpzStreamWriter writer(path, specs);
+  for (size_t i = 0; i < arrays.size(); ++i)
+    writer.append(i, arrays[i].second.data.data(), arrays[i].second.data.size());
+  writer.finish();
 }
 
 std::vector<std::pair<std::string, NpyArray>> read_npz(const std::string& path) {
@@ -294,42 +248,69 @@ std::vector<std::pair<std::string, NpyArray>> read_npz(const std::string& path) 
     found = get_le(p + end, 4) == kEndSig && end + 22 + get_le(p + end + 20, 2) <= size;
   }
   if (!found) throw Error(path + ": not a zip archive (no end of central directory)");
-  const uint32_t count = get_le(p + end + 10, 2);
-  const uint64_t cd_size = get_le(p + end + 12, 4), cd_offset = get_le(p + end + 16, 4);
-  if (count == 0xffff || cd_offset == 0xffffffffu)
-    throw Error(path + ": zip64 archives are not supported");
-  if (cd_offset + cd_size > end)
+  uint64_t count = get_le(p + end + 10, 2);
+  uint64_t cd_size = get_le(p + end + 12, 4), cd_offset = get_le(p + end + 16, 4);
+  // A zip64 end record, found through the locator just before the plain one, holds the counts
+  // and offsets that do not fit there.
+  if (end >= 20 && get_le(p + end - 20, 4) == kZip64LocatorSig) {
+    const uint64_t at = get_le64(p + end - 12);
+    if (at > end - 20 || end - 20 - at < 56 || get_le(p + at, 4) != kZip64EndSig)
+      throw Error(path + ": corrupt zip64 end of central directory");
+    count = get_le64(p + at + 32);
+    cd_size = get_le64(p + at + 40);
+    cd_offset = get_le64(p + at + 48);
+    end = at;
+  }
+  if (cd_offset > end || cd_size > end - cd_offset)
     throw Error(path + ": corrupt zip central directory");
 
   std::vector<std::pair<std::string, NpyArray>> arrays;
   uint64_t at = cd_offset;
-  for (uint32_t i = 0; i < count; ++i) {
+  for (uint64_t i = 0; i < count; ++i) {
     if (at + 46 > cd_offset + cd_size || get_le(p + at, 4) != kCentralSig)
       throw Error(path + ": corrupt zip central directory");
     const uint32_t flags = get_le(p + at + 8, 2), method = get_le(p + at + 10, 2);
     const uint32_t crc = get_le(p + at + 16, 4);
-    const uint64_t csize = get_le(p + at + 20, 4), usize = get_le(p + at + 24, 4);
-    const uint64_t name_len = get_le(p + at + 28, 2), local = get_le(p + at + 42, 4);
-    const uint64_t next =
-        at + 46 + name_len + get_le(p + at + 30, 2) + get_le(p + at + 32, 2);
+    uint64_t csize = get_le(p + at + 20, 4), usize = get_le(p + at + 24, 4);
+    const uint64_t name_len = get_le(p + at + 28, 2), extra_len = get_le(p + at + 30, 2);
+    uint64_t local = get_le(p + at + 42, 4);
+    const uint64_t next = at + 46 + name_len + extra_len + get_le(p + at + 32, 2);
     if (next > cd_offset + cd_size) throw Error(path + ": corrupt zip central directory");
     const std::string name(reinterpret_cast<const char*>(p + at + 46), name_len);
     const std::string where = path + ": member '" + name + "'";
+    // Fields set to 0xffffffff are in the zip64 extra field, in this order.
+    std::vector<uint64_t*> wide;
+    for (uint64_t* field : {&usize, &csize, &local})
+      if (*field == 0xffffffffu) wide.push_back(field);
+    if (!wide.empty()) {
+      bool found64 = false;
+      for (uint64_t e = at + 46 + name_len; e + 4 <= at + 46 + name_len + extra_len;) {
+        const uint64_t id = get_le(p + e, 2), len = get_le(p + e + 2, 2);
+        if (e + 4 + len > at + 46 + name_len + extra_len) break;
+        if (id == 1 && len >= 8 * wide.size()) {
+          for (size_t k = 0; k < wide.size(); ++k) *wide[k] = get_le64(p + e + 4 + 8 * k);
+          found64 = true;
+          break;
+        }
+        e += 4 + len;
+      }
+      if (!found64) throw Error(where + ": missing zip64 sizes");
+    }
     at = next;
     if (flags & 1) throw Error(where + " is encrypted");
     if (method != 0)
       throw Error(where + " is compressed (method " + std::to_string(method) +
                   "); only stored archives as numpy.savez writes are supported");
-    if (csize != usize || usize == 0xffffffffu || local == 0xffffffffu)
-      throw Error(where + ": zip64 or inconsistent sizes are not supported");
+    if (csize != usize) throw Error(where + ": inconsistent sizes");
     if (name.size() < 5 || name.compare(name.size() - 4, 4, ".npy") != 0)
       throw Error(where + " is not a .npy file");
-    if (local + 30 > size || get_le(p + local, 4) != kLocalSig)
+    if (local > size || size - local < 30 || get_le(p + local, 4) != kLocalSig)
       throw Error(where + ": corrupt local header");
     // The local header may carry its own extra field (numpy writes a zip64 one); skip it.
     const uint64_t data = local + 30 + get_le(p + local + 26, 2) + get_le(p + local + 28, 2);
-    if (data + usize > size) throw Error(where + ": data runs past the end of the file");
-    if (crc32(0L, p + data, static_cast<uInt>(usize)) != crc) throw Error(where + ": bad CRC-32");
+    if (data > size || usize > size - data)
+      throw Error(where + ": data runs past the end of the file");
+    if (crc32_z(0L, p + data, usize) != crc) throw Error(where + ": bad CRC-32");
     arrays.emplace_back(name.substr(0, name.size() - 4), parse_npy(where, p + data, usize));
   }
   return arrays;

@@ -6,10 +6,13 @@
 
 namespace cm {
 
+at::Tensor images_to_uint8(const at::Tensor& images) {
+  return (images.to(at::kCPU, at::kFloat) * 255).round().clamp(0, 255).to(at::kByte).contiguous();
+}
+
 std::vector<ImageU8> to_uint8_images(const at::Tensor& images) {
   TORCH_CHECK(images.dim() == 4, "images must be [B, H, W, C]");
-  const auto bytes = (images.to(at::kCPU, at::kFloat) * 255).round().clamp(0, 255).to(at::kByte)
-                         .contiguous();
+  const auto bytes = images_to_uint8(images);
   std::vector<ImageU8> out;
   const int64_t b = bytes.size(0), h = bytes.size(1), w = bytes.size(2), c = bytes.size(3);
   const uint8_t* p = bytes.data_ptr<uint8_t>();
@@ -60,8 +63,7 @@ NpyArray images_to_npy(const at::Tensor& images) {
 
 void write_samples_npz(const std::string& path, const at::Tensor& images,
                        const std::vector<int64_t>& labels) {
-  const auto bytes = (images.to(at::kCPU, at::kFloat) * 255).round().clamp(0, 255).to(at::kByte)
-                         .contiguous();
+  const auto bytes = images_to_uint8(images);
   NpyArray arr0;
   arr0.descr = "|u1";
   arr0.shape = bytes.sizes().vec();

@@ -65,7 +65,7 @@ struct ProcessGroup::Impl {
 };
 
 ProcessGroup::ProcessGroup(const DistributedOptions& o, const at::Device& device)
-    : rank_(o.rank), world_size_(o.world_size) {
+    : rank_(o.rank), world_size_(o.world_size), timeout_seconds_(o.timeout_seconds) {
   if (o.world_size < 1) throw Error("WORLD_SIZE: must be at least 1");
   if (o.rank < 0 || o.rank >= o.world_size)
     throw Error("RANK: " + std::to_string(o.rank) + " is outside [0, WORLD_SIZE=" +
@@ -154,6 +154,77 @@ bool ProcessGroup::any(bool flag) {
   std::vector<at::Tensor> t{at::tensor({flag ? 1.0 : 0.0}, at::kDouble).to(impl_->device)};
   impl_->group->allreduce(t)->wait();
   return t[0].item<double>() > 0;
+}
+
+namespace {
+
+// The first line of a c10d/Gloo message (they append C++ stack traces).
+std::string first_line(const std::exception& e) {
+  std::string msg = e.what();
+  if (const auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+  return msg;
+}
+
+std::chrono::milliseconds to_ms(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+}
+
+}  // namespace
+
+struct ProcessGroup::PendingSend::Impl {
+  c10::intrusive_ptr<c10d::Work> work;
+  std::vector<at::Tensor> tensors;
+  int dst = 0;
+  double timeout_seconds = 0;
+};
+
+ProcessGroup::PendingSend::PendingSend() = default;
+ProcessGroup::PendingSend::~PendingSend() = default;
+ProcessGroup::PendingSend::PendingSend(PendingSend&&) noexcept = default;
+ProcessGroup::PendingSend& ProcessGroup::PendingSend::operator=(PendingSend&&) noexcept = default;
+
+void ProcessGroup::PendingSend::wait() {
+  if (!impl_) return;
+  const auto impl = std::move(impl_);
+  bool done = false;
+  try {
+    done = impl->work->wait(to_ms(impl->timeout_seconds));
+  } catch (const std::exception& e) {
+    throw Error("sending to rank " + std::to_string(impl->dst) + " failed: " + first_line(e));
+  }
+  if (!done)
+    throw Error("rank " + std::to_string(impl->dst) + " took no data for " +
+                std::to_string(impl->timeout_seconds) + " s");
+}
+
+ProcessGroup::PendingSend ProcessGroup::send(const at::Tensor& tensor, int dst, int tag) {
+  PendingSend pending;
+  pending.impl_ = std::make_unique<PendingSend::Impl>();
+  auto& impl = *pending.impl_;
+  impl.tensors = {tensor.contiguous()};
+  impl.dst = dst;
+  impl.timeout_seconds = timeout_seconds_;
+  try {
+    impl.work = impl_->group->send(impl.tensors, dst, tag);
+  } catch (const std::exception& e) {
+    throw Error("sending to rank " + std::to_string(dst) + " failed: " + first_line(e));
+  }
+  return pending;
+}
+
+void ProcessGroup::recv(const at::Tensor& tensor, int src, int tag) {
+  if (!tensor.is_contiguous()) throw Error("ProcessGroup::recv: the tensor must be contiguous");
+  std::vector<at::Tensor> one{tensor};
+  bool done = false;
+  try {
+    done = impl_->group->recv(one, src, tag)->wait(to_ms(timeout_seconds_));
+  } catch (const std::exception& e) {
+    throw Error("receiving from rank " + std::to_string(src) + " failed (did it stop?): " +
+                first_line(e));
+  }
+  if (!done)
+    throw Error("rank " + std::to_string(src) + " sent nothing for " +
+                std::to_string(timeout_seconds_) + " s");
 }
 
 }  // namespace training

@@ -1,5 +1,6 @@
-// Data-parallel training over PyTorch's c10d: a TCPStore rendezvous at MASTER_ADDR:MASTER_PORT
-// (rank 0 serves it) and a Gloo process group. Keeps c10d out of every other file.
+// Data-parallel training and sharded sampling over PyTorch's c10d: a TCPStore rendezvous at
+// MASTER_ADDR:MASTER_PORT (rank 0 serves it) and a Gloo process group. Keeps c10d out of every
+// other file.
 #pragma once
 
 #include <memory>
@@ -32,11 +33,35 @@ class ProcessGroup {
   double mean(double value);
   bool any(bool flag);
 
+  // A send under way; its tensor stays alive until wait() returns.
+  class PendingSend {
+   public:
+    PendingSend();
+    ~PendingSend();
+    PendingSend(PendingSend&&) noexcept;
+    PendingSend& operator=(PendingSend&&) noexcept;
+    bool active() const { return impl_ != nullptr; }
+    // Blocks until the receiver has the data; a cm::Error naming it when it is gone or after the
+    // group's timeout.
+    void wait();
+
+   private:
+    friend class ProcessGroup;
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+  };
+  // Point to point, matched by (peer, tag): starts sending a contiguous CPU tensor to rank dst,
+  // and receives into a tensor of the sender's shape and dtype (a cm::Error naming rank src when
+  // it is gone or after the group's timeout).
+  PendingSend send(const at::Tensor& tensor, int dst, int tag);
+  void recv(const at::Tensor& tensor, int src, int tag);
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int rank_ = 0;
   int world_size_ = 1;
+  double timeout_seconds_ = 300;
 };
 
 }  // namespace cm::training

@@ -1,5 +1,6 @@
 // cm generate: images from a consistency model, as diffusers' ConsistencyModelPipeline makes them.
 #include <CLI/CLI.hpp>
+#include <torch/cuda.h>
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -14,7 +15,9 @@
 #include "cm/hub.h"
 #include "cm/output.h"
 #include "cm/pipeline.h"
+#include "cm/training.h"
 #include "common.h"
+#include "generate_chunked.h"
 #include "memory_policy.h"
 #include "hub_progress.h"
 #include "subcommands.h"
@@ -39,6 +42,7 @@ struct GenerateArgs {
   bool grid = false;
   bool quiet = false;
   int per_class = 0;  // > 0: this many images of every class, one grid row per class
+  int64_t chunk_size = 256;  // more images than this, or several processes: chunked
 };
 
 bool ends_with(const std::string& s, const std::string& suffix) {
@@ -52,7 +56,7 @@ std::string join(const std::vector<int64_t>& v) {
 }
 
 // The "parameters" text of each PNG, in the key: value style of stable-diffusion.cpp.
-std::string parameters_text(const GenerateArgs& a, uint64_t seed, const GenerateResult& r,
+std::string parameters_text(const GenerateArgs& a, uint64_t seed, const at::Tensor& images,
                             const std::vector<int64_t>& timesteps, std::optional<int64_t> label) {
   std::ostringstream ss;
   ss << "model: " << model_or_default(a.model) << ", seed: " << seed;
@@ -63,7 +67,7 @@ std::string parameters_text(const GenerateArgs& a, uint64_t seed, const Generate
   }
   if (label) ss << ", class: " << *label;
   ss << ", dtype: " << a.dtype << ", scheduler: CMStochasticIterativeScheduler"
-     << ", size: " << r.images.size(2) << "x" << r.images.size(1) << ", generator: cm " << CM_VERSION;
+     << ", size: " << images.size(2) << "x" << images.size(1) << ", generator: cm " << CM_VERSION;
   return ss.str();
 }
 
@@ -71,11 +75,27 @@ int run_generate(const GenerateArgs& a) {
   if (a.batch_size < 1)
     throw Error("--batch-size: must be at least 1, got " + std::to_string(a.batch_size));
   if (a.steps < 1) throw Error("--steps: must be at least 1, got " + std::to_string(a.steps));
+  if (a.chunk_size < 1)
+    throw Error("--chunk-size: must be at least 1, got " + std::to_string(a.chunk_size));
+  // Under torchrun (WORLD_SIZE > 1) or beyond one chunk, the images come chunk by chunk.
+  const DistributedOptions dist = distributed_from_env();
+  const bool one_picture = a.grid || a.per_class > 0;
+  if (one_picture && dist.world_size > 1)
+    throw Error("--grid and --per-class make one picture in one process; unset WORLD_SIZE");
+  const bool chunked = !one_picture && (a.batch_size > a.chunk_size || dist.world_size > 1);
   if (!(ends_with(a.output, ".png") || ends_with(a.output, ".npy") || ends_with(a.output, ".npz")))
     throw Error("--output: '" + a.output + "' must end in .png, .npy or .npz");
   LoadOptions load;
   load.dtype = parse_dtype(a.dtype);
   apply_device_args(a.dev, load);
+  // Under torchrun a plain "cuda" means this process's own GPU, picked as cm train picks it.
+  if (dist.world_size > 1 && a.dev.device == "cuda" && load.devices.empty()) {
+    const int gpus = static_cast<int>(torch::cuda::device_count());
+    if (gpus > 0) {
+      const int index = dist.local_rank >= 0 ? dist.local_rank : dist.rank % gpus;
+      load.device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
+    }
+  }
   set_threads(a.threads);
 
   const std::string model = model_or_default(a.model);
@@ -91,7 +111,7 @@ int run_generate(const GenerateArgs& a) {
     o.seed = static_cast<uint64_t>(*a.seed);
   } else {
     o.seed = std::random_device{}() & 0x7fffffffu;
-    std::cerr << "seed: " << o.seed << std::endl;
+    if (dist.rank == 0) std::cerr << "seed: " << o.seed << std::endl;  // every rank uses rank 0's
   }
 
   const auto t0 = std::chrono::steady_clock::now();
@@ -125,6 +145,23 @@ int run_generate(const GenerateArgs& a) {
     log(a.quiet, line);
     if (i == 0) memory_policy_for_running();  // the weights are loaded and packed by now
   };
+  if (chunked) {
+    SamplingOptions so;
+    so.num_images = a.batch_size;
+    so.chunk_size = a.chunk_size;
+    so.generate = o;
+    bool first_step = true;  // one progress line per chunk instead of one per step
+    so.generate.on_step = [&](int, int, double, const at::Tensor&) {
+      if (first_step) memory_policy_for_running();
+      first_step = false;
+    };
+    so.distributed = dist;
+    ChunkedOutput out{a.output, a.quiet || dist.rank != 0,
+                      [&](uint64_t seed, const at::Tensor& images, std::optional<int64_t> label) {
+                        return parameters_text(a, seed, images, o.timesteps, label);
+                      }};
+    return run_generate_chunked(pipe, so, out);
+  }
   const GenerateResult r = pipe(o);
 
   if (ends_with(a.output, ".npy")) {
@@ -144,7 +181,7 @@ int run_generate(const GenerateArgs& a) {
         std::all_of(r.class_labels.begin(), r.class_labels.end(),
                     [&](int64_t l) { return l == r.class_labels[0]; }))
       label = r.class_labels[0];
-    std::string text = parameters_text(a, o.seed, r, o.timesteps, label);
+    std::string text = parameters_text(a, o.seed, r.images, o.timesteps, label);
     if (!r.class_labels.empty() && !label) text += ", classes: " + join(r.class_labels);
     const std::string path = output_name(a.output, 0, 1);
     write_png(path, make_grid(images, grid_columns), {{"parameters", text}});
@@ -159,7 +196,8 @@ int run_generate(const GenerateArgs& a) {
     std::optional<int64_t> label;
     if (!r.class_labels.empty()) label = r.class_labels[i];
     const std::string path = output_name(a.output, static_cast<int>(i), static_cast<int>(images.size()));
-    write_png(path, images[i], {{"parameters", parameters_text(a, o.seed, r, o.timesteps, label)}});
+    write_png(path, images[i],
+              {{"parameters", parameters_text(a, o.seed, r.images, o.timesteps, label)}});
     std::cout << path << std::endl;
   }
   return 0;
@@ -177,6 +215,10 @@ Runner add_generate(CLI::App& app) {
                  "[0,1]) or .npz (arr_0 uint8 NHWC, arr_1 labels)")
       ->capture_default_str();
   app.add_option("-n,--batch-size", args->batch_size, "images to generate")->capture_default_str();
+  app.add_option("--chunk-size", args->chunk_size,
+                 "images per pipeline call when -n is larger or under torchrun (WORLD_SIZE > 1); "
+                 "chunk k uses seed + k")
+      ->capture_default_str();
   app.add_option("--steps", args->steps, "number of sampling steps")->capture_default_str();
   app.add_option("--timesteps", args->timesteps,
                  "explicit descending timestep indices, e.g. 22,0 (overrides --steps)");
