@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--cuda" ]; then
   bash scripts/build.sh --cuda
   ctest --test-dir build-cuda --output-on-failure
+  # Why GPU tests skipped, if they did (CTest keeps each test's output in its log).
+  grep -h "needs .*CUDA device" build-cuda/Testing/Temporary/LastTest.log | sort | uniq -c |
+    sed 's/^ */GPU tests skipped: /' || true
 else
   bash scripts/build.sh
   ctest --test-dir build --output-on-failure
