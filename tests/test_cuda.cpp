@@ -16,7 +16,7 @@ namespace fs = std::filesystem;
 
 #define SKIP_WITHOUT_GPUS(n)                                                                   \
   do {                                                                                         \
-    const auto gpus = torch::cuda::device_count();                                             \
+    const int gpus = static_cast<int>(torch::cuda::device_count());                           \
     if (gpus < (n))                                                                            \
       GTEST_SKIP() << "needs " << (n) << " CUDA device(s), this machine has " << gpus;         \
   } while (0)

@@ -52,7 +52,8 @@ class CudaTraining : public TempDirTest {};
 // order; after four Adam steps at lr 2e-3, 1e-3 relative (GPU reductions are not ordered).
 TEST_F(CudaTraining, NcclTwoProcessesMatchOneProcessWithTheWholeBatch) {
   if (torch::cuda::device_count() < 2)
-    GTEST_SKIP() << "needs 2 CUDA devices, this machine has " << torch::cuda::device_count();
+    GTEST_SKIP() << "needs 2 CUDA devices, this machine has "
+                 << static_cast<int>(torch::cuda::device_count());
   const auto single = run_cm(train_args(path("single"), 4, "--steps 4") + " -q");
   ASSERT_EQ(single.status, 0) << single.output;
   const int port = free_port();
