@@ -76,4 +76,15 @@ const Golden& golden(const std::string& name) {
   return ::testing::AssertionFailure() << bad << " uint8 values differ away from a rounding boundary";
 }
 
+GenerateOptions golden_call(const nlohmann::json& c) {
+  GenerateOptions o;
+  o.batch_size = c["batch_size"];
+  if (c.contains("timesteps")) o.timesteps = c["timesteps"].get<std::vector<int64_t>>();
+  if (c.contains("num_inference_steps")) o.num_inference_steps = c["num_inference_steps"];
+  if (c.contains("seed")) o.seed = c["seed"];
+  if (c.contains("class_labels") && !c["class_labels"].is_null())
+    o.class_labels = c["class_labels"].get<std::vector<int64_t>>();
+  return o;
+}
+
 }  // namespace cm::test

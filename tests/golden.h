@@ -10,6 +10,8 @@
 
 #include <torch/types.h>
 
+#include "cm/pipeline.h"
+
 namespace cm::test {
 
 struct Golden {
@@ -24,6 +26,9 @@ std::string golden_root();
 // Every folder under the golden root that holds a cases.json. Fails the test when there is none.
 std::vector<std::string> golden_names();
 const Golden& golden(const std::string& name);
+
+// A golden pipeline case's call: batch size, steps or timesteps, seed and class labels.
+GenerateOptions golden_call(const nlohmann::json& c);
 
 // The README's UNet tolerance: 1e-4 absolute, scaled by the tensor's magnitude where it exceeds 1.
 ::testing::AssertionResult close_scaled(const at::Tensor& actual, const at::Tensor& expected,

@@ -21,17 +21,6 @@ namespace fs = std::filesystem;
       GTEST_SKIP() << "needs " << (n) << " CUDA device(s), this machine has " << gpus;         \
   } while (0)
 
-GenerateOptions options_of(const nlohmann::json& c) {
-  GenerateOptions o;
-  o.batch_size = c["batch_size"];
-  if (c.contains("timesteps")) o.timesteps = c["timesteps"].get<std::vector<int64_t>>();
-  if (c.contains("num_inference_steps")) o.num_inference_steps = c["num_inference_steps"];
-  if (c.contains("seed")) o.seed = c["seed"];
-  if (c.contains("class_labels") && !c["class_labels"].is_null())
-    o.class_labels = c["class_labels"].get<std::vector<int64_t>>();
-  return o;
-}
-
 LoadOptions cuda_load(at::ScalarType dtype, int device = 0) {
   LoadOptions l;
   l.device = at::Device(at::kCUDA, static_cast<at::DeviceIndex>(device));
@@ -73,7 +62,7 @@ TEST(Cuda, Float32MatchesTheGoldenVectors) {
     for (const bool graphs : {false, true}) {
       for (const auto& c : g.cases["pipeline"]) {
         const std::string prefix = c["prefix"];
-        auto o = options_of(c);
+        auto o = golden_call(c);
         o.cuda_graphs = graphs;
         const auto r = pipe(o);
         EXPECT_TRUE(close_scaled(r.images, g.tensor(prefix + "images"), 1e-3))

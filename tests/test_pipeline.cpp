@@ -12,17 +12,6 @@
 namespace cm::test {
 namespace {
 
-GenerateOptions options_of(const nlohmann::json& c) {
-  GenerateOptions o;
-  o.batch_size = c["batch_size"];
-  if (c.contains("timesteps")) o.timesteps = c["timesteps"].get<std::vector<int64_t>>();
-  if (c.contains("num_inference_steps")) o.num_inference_steps = c["num_inference_steps"];
-  if (c.contains("seed")) o.seed = c["seed"];
-  if (c.contains("class_labels") && !c["class_labels"].is_null())
-    o.class_labels = c["class_labels"].get<std::vector<int64_t>>();
-  return o;
-}
-
 at::Tensor stack_uint8(const at::Tensor& images) {
   std::vector<at::Tensor> parts;
   for (const auto& img : to_uint8_images(images)) {
@@ -41,7 +30,7 @@ TEST(PipelineGolden, SeededImagesMatchDiffusers) {
     for (const auto& c : g.cases["pipeline"]) {
       const std::string prefix = c["prefix"];
       SCOPED_TRACE(name + " " + c.dump());
-      auto o = options_of(c);
+      auto o = golden_call(c);
       const auto r = pipe(o);
       const auto expected = g.tensor(prefix + "images");
       EXPECT_TRUE(close_scaled(r.images, expected)) << "images";
@@ -76,7 +65,7 @@ TEST(PipelineGolden, CallerSuppliedLatents) {
     for (const auto& c : g.cases["latents"]) {
       const std::string prefix = c["prefix"];
       SCOPED_TRACE(name + " " + prefix);
-      auto o = options_of(c);
+      auto o = golden_call(c);
       o.latents = g.tensor(prefix + "latents");
       o.seed = 987654321;  // must not matter for a one-step run with given latents
       const auto r = pipe(o);

@@ -23,18 +23,9 @@ namespace {
 
 using bench_util::median;
 using bench_util::resolve_threads;
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-at::ScalarType dtype_of(const std::string& name) {
-  if (name == "float32") return at::kFloat;
-  if (name == "bfloat16") return at::kBFloat16;
-  if (name == "float16") return at::kHalf;
-  throw Error("--dtype: unknown value '" + name + "' (float32, bfloat16, float16)");
-}
+using bench_util::Clock;
+using bench_util::dtype_of;
+using bench_util::seconds_since;
 
 double peak_rss_mb() {
   rusage u{};

@@ -1,13 +1,31 @@
 #pragma once
 // Small helpers shared by cm bench's model grid (bench.cpp) and its kernel rows
 // (kernel_bench.cpp).
+#include <c10/core/ScalarType.h>
+
 #include <algorithm>
+#include <chrono>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "cm/bench.h"
+#include "cm/error.h"
 
 namespace cm::bench_util {
+
+using Clock = std::chrono::steady_clock;
+
+inline double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+inline c10::ScalarType dtype_of(const std::string& name) {
+  if (name == "float32") return c10::kFloat;
+  if (name == "bfloat16") return c10::kBFloat16;
+  if (name == "float16") return c10::kHalf;
+  throw Error("--dtype: unknown value '" + name + "' (float32, bfloat16, float16)");
+}
 
 // The step counts of the grid: explicit timesteps make one schedule of their length.
 inline std::vector<int> step_counts(const BenchOptions& o) {

@@ -175,12 +175,4 @@ std::string download(const std::string& repo_id, const std::string& revision,
   return snapshot.string();
 }
 
-std::string resolve_model(const std::string& spec, const HubOptions& options) {
-  std::error_code ec;
-  if (fs::exists(spec, ec)) return spec;
-  const auto repo = parse_repo_spec(spec);
-  if (!repo) return spec;  // a path after all: the loader says that it doesn't exist
-  return download(repo->repo_id, repo->revision, options);
-}
-
 }  // namespace cm

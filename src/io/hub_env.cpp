@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 
 #include "cm/error.h"
@@ -105,6 +106,15 @@ std::optional<RepoSpec> parse_repo_spec(const std::string& spec) {
     hub::validate_revision(out.revision);
   }
   return out;
+}
+
+// The same with or without the network half of the client (CM_HUB): download() says which.
+std::string resolve_model(const std::string& spec, const HubOptions& options) {
+  std::error_code ec;
+  if (std::filesystem::exists(spec, ec)) return spec;
+  const auto repo = parse_repo_spec(spec);
+  if (!repo) return spec;  // a path after all: the loader says that it doesn't exist
+  return download(repo->repo_id, repo->revision, options);
 }
 
 }  // namespace cm
