@@ -21,5 +21,6 @@ Runner add_eval(CLI::App& app);
 Runner add_bench(CLI::App& app);
 Runner add_plot_log(CLI::App& app);
 Runner add_info(CLI::App& app);
+Runner add_serve(CLI::App& app);  // CM_SERVER builds only
 
 }  // namespace cm::cli
