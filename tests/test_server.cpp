@@ -537,6 +537,9 @@ TEST_F(ServerStop, BadFlagsAreOneLineErrors) {
   const auto r = run_cm("serve -m " + kModel + " --max-batch 0");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("--max-batch"), std::string::npos) << r.output;
+  const auto k = run_cm("serve -m " + kModel + " --keep-jobs 0");
+  EXPECT_EQ(k.status, 1);
+  EXPECT_NE(k.output.find("--keep-jobs"), std::string::npos) << k.output;
   const auto p = run_cm("serve -m " + kModel + " --port 70000");
   EXPECT_EQ(p.status, 1);
   EXPECT_NE(p.output.find("--port"), std::string::npos) << p.output;

@@ -35,6 +35,7 @@ struct ServeArgs {
   int batch_wait_ms = 0;
   int max_queue = 64;
   int max_n = 16;
+  int keep_jobs = 256;
   bool quiet = false;
 };
 
@@ -48,6 +49,8 @@ void check_flags(const ServeArgs& a) {
   if (a.batch_wait_ms < 0)
     throw Error("--batch-wait-ms: must not be negative, got " + std::to_string(a.batch_wait_ms));
   if (a.max_n < 1) throw Error("--max-n: must be at least 1, got " + std::to_string(a.max_n));
+  if (a.keep_jobs < 1)
+    throw Error("--keep-jobs: must be at least 1, got " + std::to_string(a.keep_jobs));
 }
 
 int run_serve(const ServeArgs& a) {
@@ -78,6 +81,10 @@ int run_serve(const ServeArgs& a) {
   server::HttpServer front(http);
   front.start();  // /health answers 503 while the model loads
   log(a.quiet, "listening on http://" + a.host + ":" + std::to_string(a.port));
+  const bool loopback = a.host == "127.0.0.1" || a.host == "localhost" || a.host == "::1";
+  if (!loopback && a.api_key.empty())
+    std::cerr << "warning: listening on " << a.host << " without --api-key: anyone who can reach "
+              << "this address can use the server" << std::endl;
 
   set_threads(a.threads);
   const std::string folder = resolve_model(model, hub_options(a.variant, a.quiet));
@@ -88,6 +95,7 @@ int run_serve(const ServeArgs& a) {
   engine_options.batch_wait_ms = a.batch_wait_ms;
   engine_options.max_queue = a.max_queue;
   engine_options.threads = a.threads > 0 ? a.threads : 0;
+  engine_options.keep_finished = static_cast<size_t>(a.keep_jobs);
   server::BatchEngine engine(pipe, engine_options);
 
   const UNetConfig& config = pipe.unet()->config();
@@ -133,6 +141,9 @@ Runner add_serve(CLI::App& app) {
                  "requests waiting or running; more get 429 with Retry-After")
       ->capture_default_str();
   app.add_option("--max-n", args->max_n, "images per request (n)")->capture_default_str();
+  app.add_option("--keep-jobs", args->keep_jobs,
+                 "finished jobs kept (with their images) for GET /v1/jobs/{id}")
+      ->capture_default_str();
   app.add_option("--variant", args->variant,
                  "weights variant, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors)");
   app.add_option("--dtype", args->dtype, "float32 (exact), bfloat16 or float16")
