@@ -3,6 +3,7 @@
 #include <httplib.h>
 
 #include <chrono>
+#include <iostream>
 #include <optional>
 
 namespace cm::server {
@@ -71,6 +72,10 @@ void HttpServer::routes() {
   s.set_payload_max_length(options_.max_body);
   s.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
     requests_.count(req.method, req.path, res.status);
+    // Server-side failures are the operator's business too; the client's own errors are not.
+    if (res.status >= 500 && res.status != 503 && !options_.quiet)
+      std::cerr << req.method << " " << req.path << ": " << res.status << " " << res.body
+                << std::endl;
   });
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (options_.api_key.empty() || req.path == "/health" || req.path == "/v1/models")

@@ -24,7 +24,9 @@ struct HttpOptions {
   std::string model_id;         // /v1/models before the model is ready
   int max_n = 16;               // images per request
   size_t max_body = 64 * 1024;  // bytes; larger bodies get 413
-  int http_threads = 72;        // connections served at once (a synchronous request holds one)
+  int http_threads = 72;
+  bool quiet = false;  // no line on stderr for a 5xx answer        // connections served at once (a
+                       // synchronous request holds one)
 };
 
 class HttpServer {

@@ -77,6 +77,7 @@ int run_serve(const ServeArgs& a) {
   http.api_key = a.api_key;
   http.model_id = model;
   http.max_n = a.max_n;
+  http.quiet = a.quiet;
   http.http_threads = a.max_queue + 8;  // every queued synchronous request holds a connection
   server::HttpServer front(http);
   front.start();  // /health answers 503 while the model loads
