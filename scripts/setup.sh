@@ -25,6 +25,7 @@ packages=(
   libtorch-dev libopenblas0-pthread
   nlohmann-json3-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev libcli11-dev libgtest-dev
   libcurl4-openssl-dev libssl-dev python3 libgloo-dev libsleef-dev libdnnl-dev
+  libcpp-httplib-dev
   dataset-fashion-mnist
 )
 [ "$cuda" = 1 ] && packages+=(python3-venv)

@@ -25,6 +25,11 @@ void write_png(const std::string& path, const ImageU8& image, const TextChunks& 
 // Reads an 8-bit or 16-bit PNG of any colour type into 8-bit gray, RGB or RGBA (palette and
 // 16-bit are converted). `text`, when given, receives the tEXt chunks.
 ImageU8 read_png(const std::string& path, TextChunks* text = nullptr);
+// The same in memory (an HTTP response or request); `name` is what error messages call it.
+std::vector<uint8_t> encode_png(const ImageU8& image, const TextChunks& text = {},
+                                const std::string& name = "PNG");
+ImageU8 decode_png(const std::vector<uint8_t>& bytes, TextChunks* text = nullptr,
+                   const std::string& name = "PNG");
 
 // A baseline or progressive JPEG as 8-bit gray or RGB (CMYK and truncated files are errors).
 ImageU8 read_jpeg(const std::string& path);

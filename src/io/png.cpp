@@ -50,10 +50,17 @@ void read_from_memory(png_structp png, png_bytep out, png_size_t length) {
   state->offset += length;
 }
 
-bool encode_png(PngState* s, std::FILE* file, int width, int height, int color_type,
-                png_bytep* rows, png_text* text, int num_text) {
+void write_to_memory(png_structp png, png_bytep data, png_size_t length) {
+  auto* out = static_cast<std::vector<uint8_t>*>(png_get_io_ptr(png));
+  out->insert(out->end(), data, data + length);
+}
+
+void flush_memory(png_structp) {}
+
+bool encode_png_rows(PngState* s, std::vector<uint8_t>* out, int width, int height,
+                     int color_type, png_bytep* rows, png_text* text, int num_text) {
   if (setjmp(png_jmpbuf(s->png))) return false;
-  png_init_io(s->png, file);
+  png_set_write_fn(s->png, out, write_to_memory, flush_memory);
   png_set_IHDR(s->png, s->info, width, height, 8, color_type, PNG_INTERLACE_NONE,
                PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
   if (num_text > 0) png_set_text(s->png, s->info, text, num_text);
@@ -107,7 +114,7 @@ void check_keyword(const std::string& path, const std::string& key) {
 
 }  // namespace
 
-void write_png(const std::string& path, const ImageU8& image, const TextChunks& text) {
+std::vector<uint8_t> encode_png(const ImageU8& image, const TextChunks& text, const std::string& path) {
   const int c = image.channels;
   if (image.width <= 0 || image.height <= 0)
     throw Error(path + ": invalid image size " + std::to_string(image.width) + "x" +
@@ -139,24 +146,34 @@ void write_png(const std::string& path, const ImageU8& image, const TextChunks& 
                          : c == 3 ? PNG_COLOR_TYPE_RGB
                                   : PNG_COLOR_TYPE_RGB_ALPHA;
 
+  std::vector<uint8_t> out;
+  PngState state;
+  state.png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &state, on_png_error, on_png_warning);
+  if (state.png != nullptr) state.info = png_create_info_struct(state.png);
+  if (state.info == nullptr) {
+    png_destroy_write_struct(&state.png, nullptr);
+    throw Error(path + ": cannot create libpng writer");
+  }
+  const bool ok = encode_png_rows(&state, &out, image.width, image.height, color_type,
+                                  rows.data(), chunks.data(), static_cast<int>(chunks.size()));
+  png_destroy_write_struct(&state.png, &state.info);
+  if (!ok) throw Error(path + ": cannot write PNG: " + state.error);
+  return out;
+}
+
+void write_png(const std::string& path, const ImageU8& image, const TextChunks& text) {
+  const std::vector<uint8_t> bytes = encode_png(image, text, path);
   write_atomically(path, [&](std::FILE* file) {
-    PngState state;
-    state.png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &state, on_png_error,
-                                        on_png_warning);
-    if (state.png != nullptr) state.info = png_create_info_struct(state.png);
-    if (state.info == nullptr) {
-      png_destroy_write_struct(&state.png, nullptr);
-      throw Error(path + ": cannot create libpng writer");
-    }
-    const bool ok = encode_png(&state, file, image.width, image.height, color_type, rows.data(),
-                               chunks.data(), static_cast<int>(chunks.size()));
-    png_destroy_write_struct(&state.png, &state.info);
-    if (!ok) throw Error(path + ": cannot write PNG: " + state.error);
+    if (std::fwrite(bytes.data(), 1, bytes.size(), file) != bytes.size())
+      throw Error(path + ": cannot write PNG: " + std::strerror(errno));
   });
 }
 
 ImageU8 read_png(const std::string& path, TextChunks* text) {
-  const std::vector<uint8_t> bytes = read_whole_file(path);
+  return decode_png(read_whole_file(path), text, path);
+}
+
+ImageU8 decode_png(const std::vector<uint8_t>& bytes, TextChunks* text, const std::string& path) {
   if (bytes.size() < 8 || png_sig_cmp(bytes.data(), 0, 8) != 0)
     throw Error(path + ": not a PNG file");
 

@@ -72,6 +72,10 @@ int main(int argc, char** argv) {
   commands.emplace_back(bench, cm::cli::add_bench(*bench));
   auto* info = app.add_subcommand("info", "LibTorch, CUDA and cuDNN versions, and the GPUs seen");
   commands.emplace_back(info, cm::cli::add_info(*info));
+#if CM_SERVER
+  auto* serve = app.add_subcommand("serve", "Serve a model over HTTP (OpenAI Images API, jobs)");
+  commands.emplace_back(serve, cm::cli::add_serve(*serve));
+#endif
   auto* plot_log = app.add_subcommand("plot-log", "Draw a training log's loss curve to PNG");
   commands.emplace_back(plot_log, cm::cli::add_plot_log(*plot_log));
   auto* convert = app.add_subcommand(

@@ -22,5 +22,6 @@ Runner add_bench(CLI::App& app);
 Runner add_plot_log(CLI::App& app);
 Runner add_info(CLI::App& app);
 Runner add_convert(CLI::App& app);
+Runner add_serve(CLI::App& app);  // CM_SERVER builds only
 
 }  // namespace cm::cli
