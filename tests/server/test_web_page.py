@@ -337,7 +337,8 @@ def screenshot(out, classes=8):
             pass
         driver.execute_script("window.scrollTo(0, 0)")
         height = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.set_window_size(1200, min(max(height + 40, 600), 1600))
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": 1200, "height": min(height, 2000), "deviceScaleFactor": 1, "mobile": False})
         time.sleep(0.3)
         driver.save_screenshot(out)
         print(out)
