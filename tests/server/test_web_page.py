@@ -21,9 +21,8 @@ import base64
 import json
 import os
 import re
-import shutil
+import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -271,7 +270,16 @@ def test_api_key_is_asked_for_and_sent(driver):
         assert driver.execute_script("return sessionStorage.getItem('cm-api-key')") == "sesame"
 
 
-def test_inpaint_a_generated_image(server, driver):
+def cm_edit(out_dir, *args):
+    """Runs `cm edit` and returns the PNG paths it wrote."""
+    os.makedirs(out_dir, exist_ok=True)
+    subprocess.run([binary(), "edit", "-m", shipped_model(), "-q",
+                    "-o", os.path.join(out_dir, "edit%d.png"), *args],
+                   check=True, capture_output=True)
+    return sorted(os.path.join(out_dir, f) for f in os.listdir(out_dir) if f.endswith(".png"))
+
+
+def test_inpaint_a_generated_image(server, driver, tmp_path):
     status, _, _ = http("POST", server + "/v1/images/edits", b"", {"Content-Type": "text/plain"})
     if status in (404, 405):
         pytest.skip("this server has no /v1/images/edits")
@@ -291,18 +299,33 @@ def test_inpaint_a_generated_image(server, driver):
     painted = driver.execute_script(
         "const c = document.getElementById('edit-mask');"
         "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-        "let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n;")
-    assert painted > 0, "the drag painted nothing on the mask"
+        "const out = []; for (let i = 3; i < d.length; i += 4) out.push(d[i] > 0 ? 255 : 0);"
+        "return out;")
+    assert 0 < painted.count(255) < len(painted) // 2, "the drag painted nothing, or too much"
+    label = int(img.find_element(By.XPATH, "ancestor::figure").get_attribute("data-class-label"))
     page.fill("edit-seed", 4)
+    page.fill("edit-steps", 3)
     page.el("edit-submit").click()
     result = page.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#edit-result img") or
                        (d.find_element(By.ID, "edit-error").text and
                         pytest.fail("inpaint failed: " + d.find_element(By.ID, "edit-error").text)),
                        "the inpainted image")[0]
     got = png_of(result)
-    info = model_info(server)
-    side = int(str(info.get("size", "28x28")).split("x")[0])
-    assert (got.width, got.height) == (side, side)
+    source = png_of(img)
+    assert (got.width, got.height) == (source.width, source.height)
+
+    # cm edit with the generated image, the painted mask, the class and seed gives those pixels.
+    image_path, mask_path = tmp_path / "image.png", tmp_path / "mask.png"
+    image_path.write_bytes(base64.b64decode(img.get_attribute("src").split(",", 1)[1]))
+    mask_path.write_bytes(png.encode_gray(bytes(painted), source.width, source.height))
+    names = class_names(model_info(server))
+    reference = cm_edit(str(tmp_path / "ref"), "--task", "inpaint", "--image", str(image_path),
+                        "--mask", str(mask_path), "-s", "4", "--steps", "3", "-n", "1",
+                        "--class", names[label] if names else str(label))
+    with open(reference[0], "rb") as f:
+        want = png.decode(f.read())
+    assert (got.channels, got.pixels) == (want.channels, want.pixels), \
+        "the page's inpainting differs from cm edit's"
 
 
 def screenshot(out, classes=8):
