@@ -347,9 +347,11 @@ def screenshot(out, classes=8):
         first.find_element(By.XPATH, ".//button[normalize-space()='Inpaint']").click()
         canvas = page.el("edit-mask")
         size = canvas.size["width"]
-        ActionChains(driver).move_to_element_with_offset(canvas, -size // 5, -size // 8) \
+        driver.execute_script("document.getElementById('brush').value = 5")
+        ActionChains(driver).move_to_element_with_offset(canvas, -size // 5, -size // 6) \
             .click_and_hold().move_by_offset(size // 5, 0).move_by_offset(size // 5, 0) \
-            .release().perform()
+            .move_by_offset(0, size // 6).move_by_offset(-size // 5, 0) \
+            .move_by_offset(-size // 5, 0).release().perform()
         page.fill("edit-seed", 4)
         page.el("edit-submit").click()
         try:
