@@ -179,6 +179,8 @@ void HttpServer::routes() {
                    "img-src data: blob:; connect-src 'self'; form-action 'none'; "
                    "frame-ancestors 'none'; base-uri 'none'");
     res.set_header("X-Content-Type-Options", "nosniff");
+    res.set_header("Referrer-Policy", "no-referrer");
+    res.set_header("Cache-Control", "no-cache");  // a new binary's page is picked up at once
     res.set_content(reinterpret_cast<const char*>(assets::index_html), assets::index_html_size,
                     "text/html; charset=utf-8");
   });

@@ -148,16 +148,24 @@ def decode(data):
 
 def encode_gray(pixels, width, height):
     """An 8-bit grayscale PNG of `pixels` (height rows of width bytes)."""
+    return encode(pixels, width, height, 1)
+
+
+def encode(pixels, width, height, channels):
+    """An 8-bit PNG of interleaved `pixels`: 1 gray, 2 gray+alpha, 3 RGB or 4 RGBA channels."""
+    colour = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
     pixels = bytes(pixels)
-    if len(pixels) != width * height:
-        raise PngError("%d bytes for %dx%d" % (len(pixels), width, height))
-    raw = b"".join(b"\0" + pixels[y * width:(y + 1) * width] for y in range(height))
+    stride = width * channels
+    if len(pixels) != stride * height:
+        raise PngError("%d bytes for %dx%dx%d" % (len(pixels), width, height, channels))
+    raw = b"".join(b"\0" + pixels[y * stride:(y + 1) * stride] for y in range(height))
 
     def chunk(kind, payload):
         return (struct.pack(">I", len(payload)) + kind + payload +
                 struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
 
-    return (SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) +
+    return (SIGNATURE +
+            chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)) +
             chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 

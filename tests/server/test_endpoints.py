@@ -15,14 +15,16 @@ import uuid
 
 import pytest
 
-import pngdec
+import png
 from cm_server import CmServer, binary, cm_generate, http, shipped_model
 
 CLASSES = json.load(open(os.path.join(shipped_model(), "class_names.json")))
 
 
 def pixels(png_bytes):
-    return pngdec.decode(png_bytes)[0]
+    """(width, height, channels, pixel bytes) of a PNG."""
+    p = png.decode(png_bytes)
+    return p.width, p.height, p.channels, p.pixels
 
 
 def b64_pixels(text):
@@ -64,7 +66,7 @@ def edit_inputs(tmp_path_factory):
     w, h, c, px = pixels(open(image_path, "rb").read())
     mask = bytes(255 if x < w // 2 else 0 for y in range(h) for x in range(w))
     mask_path = str(d / "mask.png")
-    open(mask_path, "wb").write(pngdec.encode(w, h, 1, mask))
+    open(mask_path, "wb").write(png.encode(mask, w, h, 1))
     return image_path, mask_path, str(d)
 
 
@@ -108,7 +110,7 @@ def test_edit_equals_cm_edit(server, edit_inputs):
     rgba = bytes(v for x in m for v in (0, 0, 0, 0 if x else 255))
     body, ctype = multipart({"prompt": "sneaker", "seed": "5", "steps": "4"},
                             {"image": ("in.png", open(image_path, "rb").read()),
-                             "mask": ("mask.png", pngdec.encode(w, h, 4, rgba))})
+                             "mask": ("mask.png", png.encode(rgba, w, h, 4))})
     status, _, answer = server.post("/v1/images/edits", body, headers={"Content-Type": ctype})
     assert status == 200, answer
     assert b64_pixels(json.loads(answer)["data"][0]["b64_json"]) == pixels(open(out, "rb").read())
@@ -124,7 +126,7 @@ def test_edit_errors_name_the_part(server, edit_inputs):
         ({"steps": "0"}, {"image": image}, "steps"),
         ({"colour": "red"}, {"image": image}, "colour"),
         ({}, {"image": ("bad.png", b"not an image")}, "image"),
-        ({}, {"image": image, "mask": ("m.png", pngdec.encode(4, 4, 1, bytes(16)))}, "mask"),
+        ({}, {"image": image, "mask": ("m.png", png.encode(bytes(16), 4, 4, 1))}, "mask"),
     ]
     for fields, files, param in cases:
         body, ctype = multipart(fields, files)
