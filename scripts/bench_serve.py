@@ -7,8 +7,9 @@ seconds (not counted), then for --duration seconds. Counted: the requests answer
 window. Each request asks for --n images with a fresh seed, the next class of the model in turn,
 and its steps cycling through --steps (`1,2`: half 1-step, half 2-step requests). Reported per
 level: requests/s, images/s, latency p50/p95/p99, errors, and from /metrics over the window the
-UNet calls and the mean images per call (cm_batch_size_sum / cm_batch_size_count). A Markdown
-table on stdout; --json FILE writes the same rows as JSON. Standard library only.
+UNet calls and the mean images per call (cm_batch_size_sum / cm_batch_size_count; behind a
+balancer, name every replica with --metrics-url). A Markdown table on stdout; --json FILE writes
+the same rows as JSON. Standard library only.
 
   ./build/cm serve -m models/fmnist-cm --max-batch 16 &
   python3 scripts/bench_serve.py --concurrency 1,4,16,64 --duration 20 --steps 1,2
@@ -67,6 +68,9 @@ def parse_args(argv=None):
     p.add_argument("--n", type=positive_ints, default=[1], help="images per request (default 1)")
     p.add_argument("--classes", type=int, default=None,
                    help="classes to cycle through (default: the model's, from /v1/models)")
+    p.add_argument("--metrics-url", action="append", metavar="URL",
+                   help="a server whose /metrics count the UNet calls (default: --url); repeat "
+                        "for each replica behind a balancer (their counters are summed)")
     p.add_argument("--api-key", help="sent as Authorization: Bearer KEY")
     p.add_argument("--timeout", type=positive_seconds, default=600.0,
                    help="seconds one request may take (default 600)")
@@ -79,6 +83,7 @@ def parse_args(argv=None):
         a.warmup = min(5.0, a.duration / 4)
     if a.classes is not None and a.classes < 0:
         p.error("--classes: must not be negative")
+    a.metrics_url = a.metrics_url or [a.url]
     return a
 
 
@@ -91,7 +96,10 @@ def percentile(values, q):
 
 
 def metric(text, name):
-    """The value of an unlabelled Prometheus sample; nan when absent."""
+    """The value of an unlabelled Prometheus sample, summed over several texts (a list: one per
+    replica); nan when absent."""
+    if isinstance(text, (list, tuple)):
+        return sum(metric(t, name) for t in text)
     m = re.search(r"^" + re.escape(name) + r" (\S+)$", text, re.M)
     return float(m.group(1)) if m else float("nan")
 
@@ -132,7 +140,8 @@ class Client:
 
 def summarize(concurrency, completions, window, before, after):
     """One table row from the completions (end time, latency s, images, ok) of a level, the
-    counted window (start, end) and the /metrics texts at its start and end."""
+    counted window (start, end) and the /metrics texts at its start and end (each a text or a
+    list of texts, one per replica)."""
     start, end = window
     seconds = end - start
     counted = [c for c in completions if start <= c[0] <= end]
@@ -186,7 +195,10 @@ def run_level(a, concurrency, classes, counter):
     lock = threading.Lock()
     completions, first_error = [], []
     stop = threading.Event()
-    monitor = Client(a.url, a.api_key, a.timeout)
+    monitors = [Client(url, a.api_key, a.timeout) for url in a.metrics_url]
+
+    def scrape():
+        return [m.request("GET", "/metrics")[1].decode() for m in monitors]
 
     def next_body():
         with lock:
@@ -220,15 +232,16 @@ def run_level(a, concurrency, classes, counter):
     for t in threads:
         t.start()
     time.sleep(a.warmup)
-    before = monitor.request("GET", "/metrics")[1].decode()
+    before = scrape()
     start = time.perf_counter()
     time.sleep(a.duration)
     end = time.perf_counter()
-    after = monitor.request("GET", "/metrics")[1].decode()
+    after = scrape()
     stop.set()
     for t in threads:  # each finishes its request in flight (not counted)
         t.join()
-    monitor.close()
+    for m in monitors:
+        m.close()
     with lock:
         row = summarize(concurrency, list(completions), (start, end), before, after)
     return row, (first_error[0] if first_error else None)
@@ -245,10 +258,13 @@ def main(argv=None):
         status, body = probe.request("GET", "/v1/models")
         model = json.loads(body)["data"][0] if status == 200 else {}
         classes = int(model.get("num_classes") or 0)
-    status, body = probe.request("GET", "/metrics")
-    if status != 200:
-        sys.exit(f"GET /metrics: {status} {body[:200]!r} (--api-key?)")
     probe.close()
+    for url in a.metrics_url:
+        probe = Client(url, a.api_key, a.timeout)
+        status, body = probe.request("GET", "/metrics")
+        probe.close()
+        if status != 200:
+            sys.exit(f"GET {url}/metrics: {status} {body[:200]!r} (--api-key?)")
 
     counter = iter(range(sys.maxsize))
     rows, failed = [], False
@@ -264,7 +280,8 @@ def main(argv=None):
           f"of warm-up; n={a.n}, steps {','.join(map(str, a.steps))}\n")
     print(format_table(rows))
     if a.json:
-        settings = {k: getattr(a, k) for k in ("url", "duration", "warmup", "steps", "n")}
+        settings = {k: getattr(a, k)
+                    for k in ("url", "metrics_url", "duration", "warmup", "steps", "n")}
         with open(a.json, "w") as f:
             json.dump({"settings": settings, "rows": rows}, f, indent=2)
             f.write("\n")

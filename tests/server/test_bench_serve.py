@@ -27,6 +27,10 @@ def test_arguments():
     assert a.warmup == 0.5  # a quarter of --duration
     assert a.json == "out.json"
     assert bench.parse_args(["--warmup", "0"]).warmup == 0
+    assert a.metrics_url == [a.url]
+    a = bench.parse_args(["--url", "http://lb", "--metrics-url", "http://a:1",
+                          "--metrics-url", "http://b:2"])
+    assert a.metrics_url == ["http://a:1", "http://b:2"]
 
 
 @pytest.mark.parametrize("argv", [
@@ -65,6 +69,10 @@ def test_summary_counts_the_window_only():
     assert row["requests_per_s"] == 1.5 and row["images_per_s"] == 3.0
     assert row["latency_p50_s"] == 0.4 and row["latency_p99_s"] == 0.6
     assert row["unet_calls"] == 6 and row["images_per_unet_call"] == 5.0
+    # Replicas behind a balancer: their counters summed.
+    both = bench.summarize(4, completions, (1.0, 3.0), [METRICS_BEFORE, METRICS_BEFORE],
+                           [METRICS_AFTER, METRICS_BEFORE])
+    assert both["unet_calls"] == 6 and both["images_per_unet_call"] == 5.0
     empty = bench.summarize(1, [], (0.0, 1.0), METRICS_BEFORE, METRICS_BEFORE)
     assert empty["requests"] == 0 and math.isnan(empty["images_per_unet_call"])
 
