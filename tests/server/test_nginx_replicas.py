@@ -93,16 +93,21 @@ def test_jobs_stay_on_their_replica(cluster):
         status, headers, answer = http("POST", lb.url + "/v1/jobs", body)
         assert status == 202, answer
         submitted[json.loads(answer)["id"]] = body
-    assert len(submitted) == 4, "one replica gave out the same id twice"
+    assert len(submitted) == 4, "two jobs got the same id: they went to different replicas"
     deadline = time.time() + 120
     pending = dict(submitted)
     while pending and time.time() < deadline:
         for job_id, body in list(pending.items()):
-            status, _, answer = http("GET", f"{lb.url}/v1/jobs/{job_id}")
-            assert status == 200, f"{job_id}: {status} {answer}"
-            job = json.loads(answer)
-            assert job["id"] == job_id
-            assert job["status"] in ("queued", "running", "done"), job
+            # Twice in a row: a balancer alternating between the replicas (round robin,
+            # least_conn) would send one of the two polls to the other replica, even where the
+            # POSTs alternated the same way.
+            for _ in range(2):
+                status, _, answer = http("GET", f"{lb.url}/v1/jobs/{job_id}")
+                assert status == 200, f"{job_id}: {status} {answer}"
+                job = json.loads(answer)
+                assert job["id"] == job_id
+                assert job["seed"] == body["seed"], f"{job_id}: another replica's job: {job}"
+                assert job["status"] in ("queued", "running", "done"), job
             if job["status"] == "done":
                 assert [d["seed"] for d in job["data"]] == [body["seed"]], (job_id, body)
                 direct = http("POST", lb.url + "/v1/images/generations", body)
