@@ -1,10 +1,12 @@
 """Two `cm serve` replicas behind nginx configured by deploy/nginx/cm-serve.conf.
 
 Checks that the balancer spreads generations over both replicas, that a request's images do not
-depend on which replica answers (direct to each, and through nginx), that jobs stay on the
-replica that took them (sticky routing), and that /health and refusals pass through.
+depend on which replica answers (direct to each, and through nginx), that polled jobs stay on
+the replica that took them (sticky routing), that a streamed job's events pass as they come and
+closing its connection cancels it, and that /health and refusals pass through.
 """
 import concurrent.futures
+from http.client import HTTPConnection
 import json
 import time
 
@@ -116,3 +118,41 @@ def test_jobs_stay_on_their_replica(cluster):
                 del pending[job_id]
         time.sleep(0.1)
     assert not pending, f"jobs not done within 120 s: {sorted(pending)}"
+
+
+def test_event_stream_passes_unbuffered(cluster):
+    """A streamed job through nginx: its first event arrives while the job is still running
+    (a buffered stream would come at the end), and closing the connection cancels the job on the
+    replica behind nginx. (The server's X-Accel-Buffering: no turns nginx's buffering off for the
+    stream by itself: this passes with `proxy_buffering on` too.)"""
+    _, _, lb = cluster
+    # 16 images of 40 steps at --max-batch 1: 640 UNet calls, seconds of work even on a fast CPU.
+    body = {"prompt": "bag", "n": 16, "seed": 7, "steps": 40, "stream": True}
+    conn = HTTPConnection("127.0.0.1", lb.port, timeout=60)
+    try:
+        conn.request("POST", "/v1/jobs", json.dumps(body), {"Content-Type": "application/json"})
+        answer = conn.getresponse()
+        assert answer.status == 200
+        assert answer.getheader("Content-Type").startswith("text/event-stream")
+        event = None
+        while True:
+            line = answer.readline().decode()
+            assert line, "the stream ended before its first event"
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                job = json.loads(line.split(":", 1)[1])
+                break
+        assert event == "queued" and job["seed"] == 7, (event, job)
+    finally:
+        conn.close()  # the job's owner goes away
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        status, _, answer = http("GET", f"{lb.url}/v1/jobs/{job['id']}")
+        assert status == 200, answer
+        state = json.loads(answer)
+        assert state["seed"] == 7, state  # this job, on the replica that took it
+        if state["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.1)
+    assert state["status"] == "cancelled", state
