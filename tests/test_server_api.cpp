@@ -2,6 +2,7 @@
 // 400s naming the field), base64, job names, the API-key comparison, the metrics text.
 #include <gtest/gtest.h>
 
+#include "cm/image_io.h"
 #include "server/http_api.h"
 #include "server/metrics.h"
 
@@ -136,6 +137,127 @@ TEST(ServerApi, MetricsRoutesAndText) {
   EXPECT_NE(text.find("cm_batch_size_sum 4\n"), std::string::npos) << text;
   EXPECT_NE(text.find("cm_images_total 5\n"), std::string::npos) << text;
   EXPECT_NE(render_metrics(counter, nullptr).find("cm_model_loaded 0\n"), std::string::npos);
+}
+
+std::string png_of(int w, int h, int channels, uint8_t value) {
+  ImageU8 image;
+  image.width = w, image.height = h, image.channels = channels;
+  image.pixels.assign(static_cast<size_t>(w) * h * channels, value);
+  const auto bytes = encode_png(image);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+Form edit_form() {
+  Form f;
+  f.files["image"] = png_of(28, 28, 1, 100);
+  f.files["mask"] = png_of(28, 28, 1, 255);
+  f.fields["prompt"] = "sneaker";
+  f.fields["seed"] = "5";
+  return f;
+}
+
+std::string refused_part(const Form& f) {
+  try {
+    parse_edit(f, fmnist(), 8);
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.message.rfind(e.param + ": ", 0), 0u) << e.message;
+    return e.param;
+  }
+  return "accepted";
+}
+
+TEST(ServerApi, EditFormsBecomeEditRequests) {
+  const auto r = parse_edit(edit_form(), fmnist(), 8);
+  ASSERT_TRUE(r.edit);
+  EXPECT_EQ(r.edit->task, EditTask::kInpaint);
+  EXPECT_EQ(r.seed, 5u);
+  EXPECT_EQ(r.edit->seed, 5u);
+  EXPECT_EQ(r.class_labels, std::vector<int64_t>{7});
+  EXPECT_EQ(r.edit->mask.channels, 1);
+  EXPECT_EQ(r.edit->mask.pixels.front(), 255);
+
+  // Any size is brought to the model's; a mask with alpha: transparent = regenerate.
+  Form f = edit_form();
+  f.files["image"] = png_of(56, 56, 3, 10);
+  f.files["mask"] = png_of(56, 56, 4, 0);  // fully transparent
+  const auto big = parse_edit(f, fmnist(), 8);
+  EXPECT_EQ(big.edit->image.width, 28);
+  EXPECT_EQ(big.edit->mask.width, 28);
+  EXPECT_EQ(big.edit->mask.pixels.front(), 255);
+  // Fully opaque (a browser canvas): by colour, white = regenerate, black = keep.
+  f.files["mask"] = png_of(56, 56, 4, 255);
+  EXPECT_EQ(parse_edit(f, fmnist(), 8).edit->mask.pixels.front(), 255);
+  ImageU8 opaque_black;
+  opaque_black.width = opaque_black.height = 56, opaque_black.channels = 4;
+  for (int i = 0; i < 56 * 56; ++i) opaque_black.pixels.insert(opaque_black.pixels.end(), {0, 0, 0, 255});
+  const auto black = encode_png(opaque_black);
+  f.files["mask"] = std::string(black.begin(), black.end());
+  EXPECT_EQ(parse_edit(f, fmnist(), 8).edit->mask.pixels.front(), 0);
+
+  // No mask: the image's own transparency.
+  f = edit_form();
+  f.files.erase("mask");
+  EXPECT_EQ(refused_part(f), "mask");
+  f.files["image"] = png_of(28, 28, 4, 0);
+  EXPECT_EQ(parse_edit(f, fmnist(), 8).edit->mask.pixels.front(), 255);
+
+  f = edit_form();
+  f.files.erase("mask");
+  f.fields["task"] = "colorize";
+  f.fields["steps"] = "3";
+  f.fields["timesteps"] = "";
+  const auto c = parse_edit(f, fmnist(), 8);
+  EXPECT_EQ(c.edit->task, EditTask::kColorize);
+  EXPECT_EQ(c.edit->num_inference_steps, 3);
+  f.fields.erase("steps");
+  f.fields["timesteps"] = "[22, 0]";
+  EXPECT_EQ(parse_edit(f, fmnist(), 8).edit->timesteps, (std::vector<int64_t>{22, 0}));
+}
+
+TEST(ServerApi, EditFormErrorsNameThePart) {
+  auto with = [](const char* key, const std::string& value, bool file = false) {
+    Form f = edit_form();
+    (file ? f.files : f.fields)[key] = value;
+    return f;
+  };
+  Form f = edit_form();
+  f.files.erase("image");
+  EXPECT_EQ(refused_part(f), "image");
+  EXPECT_EQ(refused_part(with("image", "GIF89a", true)), "image");
+  EXPECT_EQ(refused_part(with("mask", png_of(10, 10, 1, 0), true)), "mask");
+  EXPECT_EQ(refused_part(with("task", "sharpen")), "task");
+  EXPECT_EQ(refused_part(with("task", "interpolate")), "task");
+  EXPECT_EQ(refused_part(with("n", "9")), "n");
+  EXPECT_EQ(refused_part(with("n", "two")), "n");
+  EXPECT_EQ(refused_part(with("seed", "-1")), "seed");
+  EXPECT_EQ(refused_part(with("steps", "41")), "steps");
+  EXPECT_EQ(refused_part(with("timesteps", "0,22")), "timesteps");
+  EXPECT_EQ(refused_part(with("prompt", "dragon")), "prompt");
+  EXPECT_EQ(refused_part(with("sigma", "2")), "sigma");  // only for denoise
+  EXPECT_EQ(refused_part(with("response_format", "url")), "response_format");
+  EXPECT_EQ(refused_part(with("size", "64x64")), "size");
+  EXPECT_EQ(refused_part(with("colour", "red")), "colour");
+  // A small file claiming a huge image is refused before it is decoded.
+  std::string huge = png_of(1, 1, 1, 0);
+  huge[16] = huge[20] = 0x7f;  // width and height in IHDR: 2^30 and more
+  EXPECT_EQ(refused_part(with("image", huge, true)), "image");
+}
+
+TEST(ServerApi, Base64DecodesWhatItEncodes) {
+  for (const std::string text : {"", "a", "ab", "abc", "abcd", "\xff\x10 binary"}) {
+    const std::vector<uint8_t> bytes(text.begin(), text.end());
+    EXPECT_EQ(base64_decode(base64_encode(bytes), "x"), bytes);
+    EXPECT_EQ(base64_decode("data:image/png;base64," + base64_encode(bytes), "x"), bytes);
+  }
+  for (const std::string bad : {"ab$c", "YQ==YQ", "data:image/png,abc", "Y"}) {
+    try {
+      base64_decode(bad, "init_images");
+      ADD_FAILURE() << bad << " accepted";
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.param, "init_images");
+    }
+  }
 }
 
 }  // namespace

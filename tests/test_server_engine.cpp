@@ -6,6 +6,7 @@
 #include <iostream>
 #include <thread>
 
+#include "cm/editing.h"
 #include "cm/server.h"
 #include "golden.h"
 
@@ -256,6 +257,136 @@ TEST(BatchEngine, BadRequestsNameTheField) {
   r.num_inference_steps = 41;
   EXPECT_EQ(message(r).rfind("num_inference_steps:", 0), 0u) << message(r);
   EXPECT_EQ(engine.stats().queued, 0);
+}
+
+// An edit runs whole on the scheduler thread, between the batches of generations around it, and
+// gives what cm::edit gives alone.
+TEST(BatchEngine, EditsEqualCmEditAloneBetweenGenerations) {
+  auto pipe = load();
+  const int size = pipe.unet()->config().sample_size;
+  auto options = std::make_shared<EditOptions>();
+  options->task = EditTask::kInpaint;
+  options->image.width = options->image.height = size;
+  options->image.channels = 3;
+  options->mask = options->image;
+  options->mask.channels = 1;
+  for (int i = 0; i < size * size * 3; ++i) options->image.pixels.push_back((i * 37) % 256);
+  for (int i = 0; i < size * size; ++i) options->mask.pixels.push_back(i % size < size / 2 ? 255 : 0);
+  options->seed = 11;
+  options->batch_size = 2;
+  options->num_inference_steps = 3;
+  options->class_labels = {5};
+  const EditResult expected = edit(pipe, *options);
+
+  ImageRequest e;
+  e.seed = 11, e.n = 2, e.num_inference_steps = 3, e.class_labels = {5}, e.edit = options;
+  auto requests = mixed_requests();
+  requests.insert(requests.begin() + 2, e);
+  BatchEngine engine(pipe, one_thread());
+  const auto got = run_concurrently(engine, requests);
+  EXPECT_EQ(got[2].state, JobState::kDone) << got[2].error;
+  EXPECT_EQ(got[2].num_steps, 3);
+  EXPECT_EQ(got[2].step, 3);
+  EXPECT_EQ(max_abs_diff(got[2].result.images, expected.images), 0.0);
+  EXPECT_EQ(got[2].result.class_labels, expected.class_labels);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (i == 2) continue;
+    ASSERT_EQ(got[i].state, JobState::kDone) << got[i].error;
+    EXPECT_LE(max_abs_diff(got[i].result.images, alone(pipe, requests[i]).images), 1e-5);
+  }
+
+  // cm::edit's refusal fails the request as refused (the client's error), nothing else.
+  auto bad = std::make_shared<EditOptions>(*options);
+  bad->mask.width = 3;
+  ImageRequest b = e;
+  b.edit = bad;
+  const auto refused = *engine.wait(engine.submit(b));
+  EXPECT_EQ(refused.state, JobState::kFailed);
+  EXPECT_TRUE(refused.refused) << refused.error;
+  EXPECT_EQ(engine.wait(engine.submit(ImageRequest{}))->state, JobState::kDone);
+}
+
+TEST(BatchEngine, WaitChangeSeesEveryStep) {
+  auto pipe = load();
+  EngineOptions options = one_thread();
+  options.max_batch = 1;
+  BatchEngine engine(pipe, options);
+  ImageRequest r;
+  r.num_inference_steps = 5;
+  const uint64_t id = engine.submit(r);
+  uint64_t epoch = 0;
+  std::vector<int> steps;
+  for (;;) {
+    const auto s = engine.wait_change(id, &epoch,
+                                      std::chrono::steady_clock::now() + std::chrono::seconds(60));
+    ASSERT_TRUE(s);
+    if (steps.empty() || steps.back() != s->step) steps.push_back(s->step);
+    if (s->state == JobState::kDone) break;
+  }
+  EXPECT_EQ(steps, (std::vector<int>{0, 1, 2, 3, 4, 5}));
+  EXPECT_FALSE(engine.wait_change(999, &epoch, std::chrono::steady_clock::now()));
+}
+
+TEST(BatchEngine, ForgottenJobsExpire) {
+  auto pipe = load();
+  EngineOptions options = one_thread();
+  options.keep_finished = 1;
+  BatchEngine engine(pipe, options);
+  const uint64_t a = engine.submit(ImageRequest{});
+  engine.wait(a);
+  EXPECT_FALSE(engine.expired(a));
+  const uint64_t b = engine.submit(ImageRequest{});
+  engine.wait(b);
+  EXPECT_FALSE(engine.status(a));
+  EXPECT_TRUE(engine.expired(a));
+  EXPECT_FALSE(engine.expired(b));
+  EXPECT_FALSE(engine.expired(b + 1));  // never handed out
+  EXPECT_FALSE(engine.expired(0));
+}
+
+TEST(BatchEngine, RequestTimeoutFailsOnlyTheLateRequest) {
+  auto pipe = load();
+  EngineOptions options = one_thread();
+  options.max_batch = 1;
+  options.request_timeout = 0.2;
+  options.before_evaluate = [](uint64_t id) {
+    if (id == 1) std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  };
+  BatchEngine engine(pipe, options);
+  ImageRequest slow;
+  slow.num_inference_steps = 40;  // 40 calls of at least 30 ms: past 0.2 s
+  const auto late = *engine.wait(engine.submit(slow));
+  EXPECT_EQ(late.state, JobState::kFailed);
+  EXPECT_TRUE(late.timed_out);
+  EXPECT_NE(late.error.find("timed out"), std::string::npos) << late.error;
+  EXPECT_LT(late.step, 40);
+  EXPECT_EQ(engine.wait(engine.submit(ImageRequest{}))->state, JobState::kDone);
+}
+
+TEST(BatchEngine, InterruptAndDrainDeadlineCancelRunningRequests) {
+  auto pipe = load();
+  EngineOptions options = one_thread();
+  options.max_batch = 1;
+  options.before_evaluate = [](uint64_t) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  };
+  BatchEngine engine(pipe, options);
+  ImageRequest slow;
+  slow.num_inference_steps = 40;
+  const uint64_t a = engine.submit(slow);
+  const uint64_t b = engine.submit(slow);
+  uint64_t epoch = 0;
+  while (engine.wait_change(a, &epoch, std::chrono::steady_clock::now() +
+                                           std::chrono::seconds(10))
+             ->state != JobState::kRunning) {
+  }
+  EXPECT_EQ(engine.active().size(), 2u);
+  EXPECT_EQ(engine.cancel_running(), 1);  // a runs; b waits
+  EXPECT_EQ(engine.wait(a)->state, JobState::kCancelled);
+  // b now runs; the drain's deadline passes long before its 40 steps of 10 ms are done.
+  EXPECT_FALSE(engine.drain(std::chrono::steady_clock::now() + std::chrono::milliseconds(50)));
+  EXPECT_EQ(engine.status(b)->state, JobState::kCancelled);
+  EXPECT_TRUE(engine.active().empty());
 }
 
 }  // namespace

@@ -35,8 +35,11 @@ ImageU8 decode_png(const std::vector<uint8_t>& bytes, TextChunks* text = nullptr
 ImageU8 read_jpeg(const std::string& path);
 // Gray or RGB at the given quality (1-100); temporary file then rename.
 void write_jpeg(const std::string& path, const ImageU8& image, int quality = 95);
+// The same in memory; `name` is what error messages call it.
+ImageU8 decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& name = "JPEG");
 // A PNG or a JPEG, told apart by the file's first bytes rather than its name.
 ImageU8 read_image(const std::string& path);
+ImageU8 decode_image(const std::vector<uint8_t>& bytes, const std::string& name = "image");
 // Resampled to width x height: area averaging along an axis that shrinks, bilinear between pixel
 // centres (edges clamped) along one that grows; an unchanged size is the identity.
 ImageU8 resize_image(const ImageU8& image, int width, int height);

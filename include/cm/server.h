@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "cm/editing.h"
 #include "cm/error.h"
 #include "cm/pipeline.h"
 
@@ -31,6 +32,9 @@ struct ImageRequest {
   int num_inference_steps = 1;
   std::vector<int64_t> timesteps;     // explicit descending indices; override the step count
   std::vector<int64_t> class_labels;  // empty: random following the seed; one: for all; n
+  // A zero-shot edit (cm::edit with these options) rather than a generation: run on the scheduler
+  // thread between two batches, alone. seed, n, steps and class_labels above describe it.
+  std::shared_ptr<const EditOptions> edit;
 };
 
 enum class JobState { kQueued, kRunning, kDone, kFailed, kCancelled };
@@ -44,6 +48,8 @@ struct JobStatus {
   int step = 0;          // steps every image of the request has finished
   int num_steps = 0;
   std::string error;         // failed: why
+  bool timed_out = false;    // failed because it outlived EngineOptions::request_timeout
+  bool refused = false;      // failed because cm::edit refused the edit's options (cm::Error)
   GenerateResult result;     // done: images [n, H, W, C] in [0, 1], labels, timesteps
   double queue_seconds = 0;  // admission to the first network evaluation
   double total_seconds = 0;  // admission to the end
@@ -66,6 +72,8 @@ struct EngineOptions {
   int max_queue = 64;          // requests waiting or running; more are refused with QueueFull
   int threads = 0;             // intra-op threads of the scheduler thread (0: LibTorch's default)
   size_t keep_finished = 256;  // finished jobs kept for status(); the oldest are forgotten
+  double request_timeout = 0;  // seconds from admission; a request still unfinished then fails
+                               // (timed_out) at the next UNet call. 0: none
   // Called for every request in a UNet call just before it runs, from the scheduler thread. A
   // throw fails that request alone: tests use it to inject a fault.
   std::function<void(uint64_t id)> before_evaluate;
@@ -105,12 +113,26 @@ class BatchEngine {
   std::optional<JobStatus> status(uint64_t id) const;
   // Blocks until the request has ended (done, failed or cancelled).
   std::optional<JobStatus> wait(uint64_t id);
+  // Blocks until anything in the engine has changed since `*epoch` (a request admitted, started,
+  // stepped or ended) or until `deadline`, then returns the request's status and sets `*epoch`
+  // to the current one: a waiter sees every step without polling. std::nullopt for an unknown id.
+  std::optional<JobStatus> wait_change(uint64_t id, uint64_t* epoch,
+                                       std::chrono::steady_clock::time_point deadline);
+  // True for an id this engine handed out whose result has since been forgotten (HTTP 410),
+  // false for one it never handed out or still knows.
+  bool expired(uint64_t id) const;
   // Ends a queued or running request (a running one between two UNet calls); false when it had
   // already ended or is unknown.
   bool cancel(uint64_t id);
   void forget(uint64_t id);  // drops an ended request's result
-  // Refuses new requests from now on and returns once every accepted one has ended.
-  void drain();
+  // Refuses new requests from now on and returns once every accepted one has ended, or at
+  // `deadline`, when the requests still unfinished are cancelled; true when none had to be.
+  bool drain(std::chrono::steady_clock::time_point deadline =
+                 std::chrono::steady_clock::time_point::max());
+  // The requests queued or running, oldest first.
+  std::vector<JobStatus> active() const;
+  // Ends every request now running (the queued ones stay): AUTOMATIC1111's interrupt.
+  int cancel_running();
   EngineStats stats() const;
   const EngineOptions& options() const { return options_; }
 
@@ -121,8 +143,11 @@ class BatchEngine {
     int64_t index;
   };
   void run();
-  std::vector<Row> take_batch(std::unique_lock<std::mutex>& lock);
+  // The next work: rows of one UNet call, or an edit request to run alone (`edit`).
+  std::vector<Row> take_batch(std::unique_lock<std::mutex>& lock, std::shared_ptr<Job>* edit);
   void evaluate(const std::vector<Row>& rows);
+  void run_edit(const std::shared_ptr<Job>& job);
+  void expire_timed_out();  // with the lock held
   void finish(const std::shared_ptr<Job>& job, JobState state, const std::string& error);
   JobStatus describe(const Job& job) const;
   std::shared_ptr<Job> prepare(const ImageRequest& request) const;
@@ -131,7 +156,8 @@ class BatchEngine {
   EngineOptions options_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;      // the scheduler thread: new work, cancel or stop
-  std::condition_variable finished_;  // waiters: some request ended
+  std::condition_variable changed_;   // waiters: some request stepped or ended
+  uint64_t epoch_ = 0;                // counts those changes
   std::map<uint64_t, std::shared_ptr<Job>> jobs_;
   std::deque<std::shared_ptr<Job>> active_;  // admitted, not ended, in arrival order
   std::deque<uint64_t> ended_;               // ended ids, oldest first, for keep_finished

@@ -71,6 +71,15 @@ ImageU8 read_image(const std::string& path) {
   throw Error(path + ": not a PNG or JPEG image");
 }
 
+ImageU8 decode_image(const std::vector<uint8_t>& bytes, const std::string& name) {
+  static const unsigned char kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (bytes.size() >= 8 && std::equal(bytes.begin(), bytes.begin() + 8, kPng))
+    return decode_png(bytes, nullptr, name);
+  if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF)
+    return decode_jpeg(bytes, name);
+  throw Error(name + ": not a PNG or JPEG image");
+}
+
 ImageU8 resize_image(const ImageU8& image, int width, int height) {
   check_image(image, "resize");
   if (width <= 0 || height <= 0)

@@ -89,7 +89,11 @@ bool encode_jpeg(jpeg_compress_struct* c, JpegError* err, const ImageU8* image, 
 
 ImageU8 read_jpeg(const std::string& path) {
   const std::string bytes = read_text_file(path);
-  const auto* data = reinterpret_cast<const uint8_t*>(bytes.data());
+  return decode_jpeg(std::vector<uint8_t>(bytes.begin(), bytes.end()), path);
+}
+
+ImageU8 decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path) {
+  const auto* data = bytes.data();
   if (bytes.size() < 3 || data[0] != 0xFF || data[1] != 0xD8 || data[2] != 0xFF)
     throw Error(path + ": not a JPEG file");
 

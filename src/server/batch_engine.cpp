@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <sstream>
 
 #include "cm/server.h"
 #include "pipelines/sampling_loop.h"
@@ -53,14 +54,19 @@ struct BatchEngine::Job {
   std::optional<at::Tensor> labels;    // [n] on the model's device
   std::vector<int64_t> class_labels;
   // Guarded by the engine's mutex.
-  std::vector<int> steps_done;  // per image
+  std::vector<int> steps_done;  // per image (an edit: one entry for the whole request)
+  int edit_steps = 0;           // an edit's step count, once known
   JobState state = JobState::kQueued;
   bool cancel_requested = false;
+  bool timed_out = false;
+  bool refused = false;
   std::string error;
   GenerateResult result;
   Clock::time_point admitted, started, ended;
 
-  int num_steps() const { return static_cast<int>(scheduler.num_steps()); }
+  int num_steps() const {
+    return request.edit ? edit_steps : static_cast<int>(scheduler.num_steps());
+  }
   bool ended_state() const {
     return state == JobState::kDone || state == JobState::kFailed || state == JobState::kCancelled;
   }
@@ -101,6 +107,16 @@ std::shared_ptr<BatchEngine::Job> BatchEngine::prepare(const ImageRequest& r) co
   if (r.n < 1) throw Error("n: must be at least 1, got " + std::to_string(r.n));
   auto job = std::make_shared<Job>();
   job->request = r;
+  if (r.edit) {
+    // cm::edit checks its options itself when it runs; the step count is known ahead only when
+    // the options give it.
+    const EditOptions& o = *r.edit;
+    job->edit_steps = !o.sigmas.empty()      ? static_cast<int>(o.sigmas.size())
+                      : !o.timesteps.empty() ? static_cast<int>(o.timesteps.size())
+                                             : o.num_inference_steps;
+    job->steps_done.assign(1, 0);
+    return job;
+  }
   job->scheduler = pipeline_.scheduler();
   if (r.timesteps.empty()) {
     job->scheduler.set_timesteps(r.num_inference_steps);
@@ -156,8 +172,10 @@ uint64_t BatchEngine::submit(const ImageRequest& request) {
     job->admitted = Clock::now();
     jobs_[job->id] = job;
     active_.push_back(job);
+    ++epoch_;
   }
   wake_.notify_all();
+  changed_.notify_all();
   return job->id;
 }
 
@@ -170,6 +188,8 @@ JobStatus BatchEngine::describe(const Job& job) const {
   s.step =
       job.steps_done.empty() ? 0 : *std::min_element(job.steps_done.begin(), job.steps_done.end());
   s.error = job.error;
+  s.timed_out = job.timed_out;
+  s.refused = job.refused;
   if (job.state == JobState::kQueued) {
     for (const auto& other : active_) {
       if (other.get() == &job) break;
@@ -197,8 +217,43 @@ std::optional<JobStatus> BatchEngine::wait(uint64_t id) {
   const auto it = jobs_.find(id);
   if (it == jobs_.end()) return std::nullopt;
   const auto job = it->second;  // kept alive even if forgotten meanwhile
-  finished_.wait(lock, [&] { return job->ended_state(); });
+  changed_.wait(lock, [&] { return job->ended_state(); });
   return describe(*job);
+}
+
+std::optional<JobStatus> BatchEngine::wait_change(uint64_t id, uint64_t* epoch,
+                                                  Clock::time_point deadline) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  const auto it = jobs_.find(id);
+  if (it == jobs_.end()) return std::nullopt;
+  const auto job = it->second;
+  changed_.wait_until(lock, deadline, [&] { return epoch_ != *epoch; });
+  *epoch = epoch_;
+  return describe(*job);
+}
+
+bool BatchEngine::expired(uint64_t id) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return id >= 1 && id < next_id_ && jobs_.count(id) == 0;
+}
+
+std::vector<JobStatus> BatchEngine::active() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<JobStatus> out;
+  for (const auto& job : active_) out.push_back(describe(*job));
+  return out;
+}
+
+int BatchEngine::cancel_running() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  int count = 0;
+  for (const auto& job : active_) {
+    if (job->state != JobState::kRunning || job->cancel_requested) continue;
+    job->cancel_requested = true;
+    ++count;
+  }
+  wake_.notify_all();
+  return count;
 }
 
 bool BatchEngine::cancel(uint64_t id) {
@@ -222,10 +277,27 @@ void BatchEngine::forget(uint64_t id) {
   if (it != jobs_.end() && it->second->ended_state()) jobs_.erase(it);
 }
 
-void BatchEngine::drain() {
+bool BatchEngine::drain(Clock::time_point deadline) {
   std::unique_lock<std::mutex> lock(mutex_);
   draining_ = true;
-  finished_.wait(lock, [&] { return active_.empty(); });
+  const auto idle = [&] { return active_.empty(); };
+  // wait_until with time_point::max overflows inside some standard libraries.
+  if (deadline == Clock::time_point::max()) {
+    changed_.wait(lock, idle);
+    return true;
+  }
+  if (changed_.wait_until(lock, deadline, idle)) return true;
+  const auto left = active_;
+  for (const auto& job : left) {
+    if (job->state == JobState::kQueued) {
+      finish(job, JobState::kCancelled, "the server stopped");
+    } else {
+      job->cancel_requested = true;
+    }
+  }
+  wake_.notify_all();
+  changed_.wait(lock, idle);
+  return false;
 }
 
 EngineStats BatchEngine::stats() const {
@@ -264,16 +336,35 @@ void BatchEngine::finish(const std::shared_ptr<Job>& job, JobState state,
     jobs_.erase(ended_.front());
     ended_.pop_front();
   }
-  finished_.notify_all();
+  ++epoch_;
+  changed_.notify_all();
 }
 
-std::vector<BatchEngine::Row> BatchEngine::take_batch(std::unique_lock<std::mutex>& lock) {
+void BatchEngine::expire_timed_out() {
+  if (options_.request_timeout <= 0) return;
+  const auto now = Clock::now();
+  const auto limit = std::chrono::duration<double>(options_.request_timeout);
+  std::vector<std::shared_ptr<Job>> late;
+  for (const auto& job : active_)
+    if (now - job->admitted > limit) late.push_back(job);
+  for (const auto& job : late) {
+    job->timed_out = true;
+    std::ostringstream message;
+    message << "the request timed out after " << options_.request_timeout
+            << " s (--request-timeout)";
+    finish(job, JobState::kFailed, message.str());
+  }
+}
+
+std::vector<BatchEngine::Row> BatchEngine::take_batch(std::unique_lock<std::mutex>& lock,
+                                                      std::shared_ptr<Job>* edit) {
   while (!stop_) {
     // Cancelled running requests end here, between two UNet calls.
     std::vector<std::shared_ptr<Job>> cancelled;
     for (const auto& job : active_)
       if (job->cancel_requested) cancelled.push_back(job);
     for (const auto& job : cancelled) finish(job, JobState::kCancelled, "");
+    expire_timed_out();
     if (active_.empty()) {
       wake_.wait(lock);
       continue;
@@ -282,7 +373,8 @@ std::vector<BatchEngine::Row> BatchEngine::take_batch(std::unique_lock<std::mute
     bool any_running = false;
     Clock::time_point oldest = Clock::time_point::max();
     for (const auto& job : active_) {
-      for (int s : job->steps_done) pending += s < job->num_steps();
+      if (!job->request.edit)
+        for (int s : job->steps_done) pending += s < job->num_steps();
       if (job->state == JobState::kRunning) any_running = true;
       oldest = std::min(oldest, job->admitted);
     }
@@ -294,10 +386,21 @@ std::vector<BatchEngine::Row> BatchEngine::take_batch(std::unique_lock<std::mute
         continue;
       }
     }
-    // Oldest request first, its images in order: early requests finish first.
+    // Oldest request first, its images in order: early requests finish first. An edit runs alone
+    // when its turn comes; later requests do not overtake it.
     std::vector<Row> rows;
     const auto now = Clock::now();
     for (const auto& job : active_) {
+      if (job->request.edit) {
+        if (!rows.empty()) break;
+        job->state = JobState::kRunning;
+        job->started = now;
+        stats_.queue_seconds.observe(std::chrono::duration<double>(now - job->admitted).count());
+        ++epoch_;
+        changed_.notify_all();
+        *edit = job;
+        return {};
+      }
       for (int64_t i = 0; i < job->request.n; ++i) {
         if (static_cast<int>(rows.size()) == options_.max_batch) break;
         if (job->steps_done[i] >= job->num_steps()) continue;
@@ -305,11 +408,15 @@ std::vector<BatchEngine::Row> BatchEngine::take_batch(std::unique_lock<std::mute
           job->state = JobState::kRunning;
           job->started = now;
           stats_.queue_seconds.observe(std::chrono::duration<double>(now - job->admitted).count());
+          ++epoch_;
         }
         rows.push_back({job, i});
       }
     }
-    if (!rows.empty()) return rows;
+    if (!rows.empty()) {
+      changed_.notify_all();
+      return rows;
+    }
     wake_.wait(lock);  // nothing left to compute (cannot happen while requests are active)
   }
   return {};
@@ -377,6 +484,8 @@ void BatchEngine::evaluate(const std::vector<Row>& rows) {
     for (const auto& run : part) {
       for (int64_t i = run.begin; i < run.begin + run.count; ++i) ++run.job->steps_done[i];
     }
+    ++epoch_;
+    changed_.notify_all();
   };
 
   std::vector<Job*> failed;
@@ -453,13 +562,73 @@ void BatchEngine::evaluate(const std::vector<Row>& rows) {
   }
 }
 
+namespace {
+struct EditStopped {};  // thrown from an edit's step callback to end it between two steps
+}  // namespace
+
+void BatchEngine::run_edit(const std::shared_ptr<Job>& job) {
+  EditOptions o = *job->request.edit;
+  o.on_step = [&](int step, int num_steps, double, const at::Tensor&) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    job->edit_steps = num_steps;
+    job->steps_done[0] = step + 1;
+    ++stats_.evaluations;
+    stats_.batch_size.observe(static_cast<double>(o.batch_size));
+    ++epoch_;
+    changed_.notify_all();
+    if (job->cancel_requested || stop_) throw EditStopped{};
+    if (options_.request_timeout > 0 &&
+        Clock::now() - job->admitted > std::chrono::duration<double>(options_.request_timeout))
+      throw EditStopped{};
+  };
+  GenerateResult result;
+  std::string error;
+  bool stopped = false;
+  try {
+    if (options_.before_evaluate) options_.before_evaluate(job->id);
+    EditResult r = edit(pipeline_, o);
+    result.images = r.images;
+    result.class_labels = r.class_labels;
+  } catch (const EditStopped&) {
+    stopped = true;
+  } catch (const Error& e) {
+    error = e.what();
+    std::lock_guard<std::mutex> lock(mutex_);
+    job->refused = true;
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (stopped && !job->cancel_requested && !stop_) {
+    expire_timed_out();  // it ran past its time: failed, timed out
+    if (!job->ended_state()) {
+      job->timed_out = true;
+      finish(job, JobState::kFailed, "the request timed out (--request-timeout)");
+    }
+  } else if (stopped) {
+    finish(job, JobState::kCancelled, "");
+  } else if (!error.empty()) {
+    finish(job, JobState::kFailed, error);
+  } else {
+    job->result = std::move(result);
+    finish(job, JobState::kDone, "");
+  }
+}
+
 void BatchEngine::run() {
   c10::InferenceMode inference;
   // OpenMP's thread count is per thread: this one runs the UNet, so it sets its own.
   if (options_.threads > 0) at::set_num_threads(options_.threads);
   std::unique_lock<std::mutex> lock(mutex_);
   while (!stop_) {
-    const auto rows = take_batch(lock);
+    std::shared_ptr<Job> edit_job;
+    const auto rows = take_batch(lock, &edit_job);
+    if (edit_job) {
+      lock.unlock();
+      run_edit(edit_job);
+      lock.lock();
+      continue;
+    }
     if (rows.empty()) continue;
     lock.unlock();
     evaluate(rows);

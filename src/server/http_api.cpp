@@ -43,7 +43,9 @@ std::string lower(std::string s) {
   return s;
 }
 
-// A prompt names one class: its number or its name in class_names.json (any case).
+
+}  // namespace
+
 int64_t class_from_prompt(const std::string& prompt, const ModelInfo& model) {
   const int n = *model.num_classes;
   const bool digits =
@@ -64,8 +66,6 @@ int64_t class_from_prompt(const std::string& prompt, const ModelInfo& model) {
                        std::to_string(n) + "))");
 }
 
-}  // namespace
-
 ParsedGeneration parse_generation(const std::string& body, const ModelInfo& model, int max_n) {
   json j;
   try {
@@ -75,15 +75,19 @@ ParsedGeneration parse_generation(const std::string& body, const ModelInfo& mode
   }
   if (!j.is_object()) throw ApiError{400, "body: must be a JSON object", "body"};
   static const std::set<std::string> known = {
-      "prompt", "n",    "response_format", "output_format", "size",        "model",
-      "user",   "seed", "steps",           "timesteps",     "class_labels"};
+      "prompt", "n",     "response_format", "output_format", "size",         "model",
+      "user",   "seed",  "steps",           "timesteps",     "class_labels", "stream"};
   for (const auto& item : j.items()) {
     if (!known.count(item.key()))
       refuse(item.key(),
              "unknown field (known: prompt, n, response_format, output_format, size, "
-             "model, user, seed, steps, timesteps, class_labels)");
+             "model, user, seed, steps, timesteps, class_labels, stream)");
   }
   ParsedGeneration out;
+  if (j.contains("stream") && !j["stream"].is_null()) {
+    if (!j["stream"].is_boolean()) refuse("stream", "must be true or false");
+    out.stream = j["stream"].get<bool>();
+  }
   ImageRequest& r = out.request;
   auto has = [&](const char* key) { return j.contains(key) && !j.at(key).is_null(); };
   if (has("n")) r.n = static_cast<int>(integer(j["n"], "n", 1, max_n));
@@ -186,23 +190,25 @@ std::string join(const std::vector<int64_t>& v) {
   return s;
 }
 
-// cm generate's `parameters` text (tools/cm/generate.cpp), stable-diffusion.cpp's key: value style.
+}  // namespace
+
+// cm generate's `parameters` text (tools/cm/generate.cpp), stable-diffusion.cpp's key: value style;
+// an edit's starts with its task, as cm edit's does.
 std::string parameters_text(const ImageRequest& r, const ModelInfo& m,
                             std::optional<int64_t> label) {
   std::ostringstream ss;
+  if (r.edit) ss << "task: " << edit_task_name(r.edit->task) << ", ";
   ss << "model: " << m.id << ", seed: " << r.seed;
-  if (r.timesteps.empty()) {
-    ss << ", steps: " << r.num_inference_steps;
-  } else {
+  if (!r.timesteps.empty()) {
     ss << ", timesteps: " << join(r.timesteps);
+  } else if (!r.edit || r.num_inference_steps > 0) {
+    ss << ", steps: " << r.num_inference_steps;
   }
   if (label) ss << ", class: " << *label;
   ss << ", dtype: " << m.dtype << ", scheduler: CMStochasticIterativeScheduler"
      << ", size: " << m.sample_size << "x" << m.sample_size << ", generator: cm " << CM_VERSION;
   return ss.str();
 }
-
-}  // namespace
 
 std::vector<std::vector<uint8_t>> encode_images(const ImageRequest& r, const GenerateResult& result,
                                                 const ModelInfo& m) {

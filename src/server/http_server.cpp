@@ -2,15 +2,16 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <iostream>
 #include <optional>
 
+#include "server/peer_socket.h"
+
 namespace cm::server {
 
 using nlohmann::json;
-
-namespace {
 
 void send_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
@@ -22,6 +23,15 @@ void send_json(httplib::Response& res, int status, const json& body) {
 void send_error(httplib::Response& res, const ApiError& e) {
   send_json(res, e.status, error_json(e));
 }
+
+namespace assets {
+extern const unsigned char index_html[];
+extern const size_t index_html_size;
+extern const unsigned char openapi_json[];
+extern const size_t openapi_json_size;
+}  // namespace assets
+
+namespace {
 
 // Authorization: Bearer KEY, or X-Api-Key: KEY.
 bool authorized(const httplib::Request& req, const std::string& key) {
@@ -78,7 +88,27 @@ void HttpServer::routes() {
                 << std::endl;
   });
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    if (options_.api_key.empty() || req.path == "/health" || req.path == "/v1/models")
+    // CORS: only the origins --cors-origins lists; preflights are answered before the key check
+    // (browsers send them without credentials).
+    const std::string origin = req.get_header_value("Origin");
+    bool allowed = false;
+    for (const auto& o : options_.cors_origins) allowed = allowed || o == "*" || o == origin;
+    if (!origin.empty() && allowed) {
+      res.set_header("Access-Control-Allow-Origin", origin);
+      res.set_header("Vary", "Origin");
+    }
+    if (req.method == "OPTIONS") {
+      if (!origin.empty() && allowed) {
+        res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        res.set_header("Access-Control-Allow-Headers",
+                       "Authorization, Content-Type, X-Api-Key, Accept");
+        res.set_header("Access-Control-Max-Age", "600");
+      }
+      res.status = 204;
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    static const std::vector<std::string> open = {"/health", "/v1/models", "/", "/openapi.json"};
+    if (options_.api_key.empty() || std::find(open.begin(), open.end(), req.path) != open.end())
       return httplib::Server::HandlerResponse::Unhandled;
     if (authorized(req, options_.api_key)) return httplib::Server::HandlerResponse::Unhandled;
     res.set_header("WWW-Authenticate", "Bearer");
@@ -88,7 +118,7 @@ void HttpServer::routes() {
   });
   // Errors httplib answers itself (413, 404, 400 for a bad request line) get a JSON body too.
   s.set_error_handler([this](const httplib::Request&, httplib::Response& res) {
-    if (!res.body.empty()) return;
+    if (!res.body.empty() || res.status == 204) return;
     std::string message = "request failed";
     std::string param;
     if (res.status == 404) message = "no such endpoint";
@@ -125,8 +155,11 @@ void HttpServer::routes() {
       model["ready"] = true;
       model["size"] = std::to_string(model_.sample_size) + "x" + std::to_string(model_.sample_size);
       model["num_classes"] = model_.num_classes ? json(*model_.num_classes) : json(nullptr);
+      model["class_names"] = model_.class_names.empty() ? json(nullptr) : json(model_.class_names);
+      model["num_train_timesteps"] = model_.num_train_timesteps;
       model["dtype"] = model_.dtype;
       model["max_batch"] = engine->options().max_batch;
+      model["max_n"] = options_.max_n;
     } else {
       model["ready"] = false;
     }
@@ -139,116 +172,143 @@ void HttpServer::routes() {
     res.set_content(render_metrics(requests_, engine ? &stats : nullptr),
                     "text/plain; version=0.0.4");
   });
+  s.Get("/", [](const httplib::Request&, httplib::Response& res) {
+    // Everything the page needs is in it; it talks to this origin only.
+    res.set_header("Content-Security-Policy",
+                   "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                   "img-src data: blob:; connect-src 'self'; form-action 'none'; "
+                   "frame-ancestors 'none'; base-uri 'none'");
+    res.set_header("X-Content-Type-Options", "nosniff");
+    res.set_content(reinterpret_cast<const char*>(assets::index_html), assets::index_html_size,
+                    "text/html; charset=utf-8");
+  });
+  s.Get("/openapi.json", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(reinterpret_cast<const char*>(assets::openapi_json),
+                    assets::openapi_json_size, "application/json");
+  });
 
-  // The engine, or a 503 while loading or stopping; then the request, or a 400.
-  auto admit = [this](const httplib::Request& req, httplib::Response& res,
-                      ImageRequest* request) -> BatchEngine* {
-    BatchEngine* engine = engine_.load(std::memory_order_acquire);
-    if (shutting_down_ || !engine) {
-      res.set_header("Retry-After", "5");
-      send_error(
-          res,
-          {503, shutting_down_ ? "the server is shutting down" : "the model is still loading", ""});
-      return nullptr;
+  routes_openai();
+  routes_jobs();
+  routes_sdapi();
+}
+
+BatchEngine* HttpServer::ready_engine(httplib::Response& res) const {
+  BatchEngine* engine = engine_.load(std::memory_order_acquire);
+  if (shutting_down_ || !engine) {
+    res.set_header("Retry-After", "5");
+    send_error(res, {503,
+                     shutting_down_ ? "the server is shutting down" : "the model is still loading",
+                     ""});
+    return nullptr;
+  }
+  return engine;
+}
+
+bool HttpServer::body_within_limit(const httplib::Request& req, httplib::Response& res) const {
+  if (req.body.size() <= options_.max_json_body) return true;
+  send_error(res, {413, "body: larger than " + std::to_string(options_.max_json_body) + " bytes",
+                   "body"});
+  return false;
+}
+
+std::optional<uint64_t> HttpServer::submit(BatchEngine& engine, const ImageRequest& r,
+                                           httplib::Response& res) {
+  try {
+    return engine.submit(r);
+  } catch (const QueueFull& e) {
+    res.set_header("Retry-After", "1");
+    send_error(res, {429, e.what(), ""});
+  } catch (const ShuttingDown& e) {
+    send_error(res, {503, e.what(), ""});
+  } catch (const Error& e) {
+    send_error(res, {400, e.what(), ""});
+  }
+  return std::nullopt;
+}
+
+JobStatus HttpServer::await(BatchEngine& engine, uint64_t id, const httplib::Request& req) {
+  const int fd = find_peer_socket(req.local_port, req.remote_addr, req.remote_port);
+  uint64_t epoch = 0;
+  bool cancelled = false;
+  for (;;) {
+    const auto status =
+        engine.wait_change(id, &epoch, std::chrono::steady_clock::now() +
+                                           std::chrono::milliseconds(200));
+    if (!status) {  // only this handler forgets it, so this cannot happen; say so if it does
+      JobStatus gone;
+      gone.id = id;
+      gone.state = JobState::kFailed;
+      gone.error = "the request was forgotten before it ended";
+      return gone;
     }
+    if (status->state == JobState::kDone || status->state == JobState::kFailed ||
+        status->state == JobState::kCancelled)
+      return *status;
+    // A client that has gone away: its work is dropped at the next step.
+    if (!cancelled && fd >= 0 && peer_closed(fd)) {
+      engine.cancel(id);
+      cancelled = true;
+    }
+  }
+}
+
+bool HttpServer::answer_failure(const JobStatus& status, httplib::Response& res) const {
+  if (status.state == JobState::kDone) return false;
+  if (status.state == JobState::kCancelled)
+    send_error(res, {503, "the request was cancelled", ""});
+  else if (status.timed_out)
+    send_error(res, {504, status.error, ""});
+  else
+    send_error(res, {500, status.error, ""});
+  return true;
+}
+
+void HttpServer::routes_openai() {
+  httplib::Server& s = *http_;
+  s.Post("/v1/images/generations", [this](const httplib::Request& req, httplib::Response& res) {
+    BatchEngine* engine = ready_engine(res);
+    if (!engine || !body_within_limit(req, res)) return;
+    ImageRequest r;
     try {
-      *request = parse_generation(req.body, model_, options_.max_n).request;
+      r = parse_generation(req.body, model_, options_.max_n).request;
     } catch (const ApiError& e) {
-      send_error(res, e);
-      return nullptr;
+      return send_error(res, e);
     }
-    return engine;
-  };
-  auto submit = [](BatchEngine& engine, const ImageRequest& r,
-                   httplib::Response& res) -> std::optional<uint64_t> {
-    try {
-      return engine.submit(r);
-    } catch (const QueueFull& e) {
-      res.set_header("Retry-After", "1");
-      send_error(res, {429, e.what(), ""});
-    } catch (const ShuttingDown& e) {
-      send_error(res, {503, e.what(), ""});
-    } catch (const Error& e) {
-      send_error(res, {400, e.what(), ""});
-    }
-    return std::nullopt;
-  };
-
-  s.Post("/v1/images/generations", [=](const httplib::Request& req, httplib::Response& res) {
-    ImageRequest r;
-    BatchEngine* engine = admit(req, res, &r);
-    if (!engine) return;
     const auto id = submit(*engine, r, res);
     if (!id) return;
-    const auto status = engine->wait(*id);
+    const JobStatus status = await(*engine, *id, req);
     engine->forget(*id);
-    if (!status || status->state == JobState::kCancelled)
-      return send_error(res, {503, "the request was cancelled", ""});
-    if (status->state == JobState::kFailed) return send_error(res, {500, status->error, ""});
-    send_json(res, 200, images_json(r, status->result, model_));
+    if (answer_failure(status, res)) return;
+    send_json(res, 200, images_json(r, status.result, model_));
   });
-  s.Post("/v1/jobs", [=](const httplib::Request& req, httplib::Response& res) {
-    ImageRequest r;
-    BatchEngine* engine = admit(req, res, &r);
+  s.Post("/v1/images/edits", [this](const httplib::Request& req, httplib::Response& res) {
+    BatchEngine* engine = ready_engine(res);
     if (!engine) return;
+    if (!req.is_multipart_form_data())
+      return send_error(res, {400, "body: must be multipart/form-data with an image part",
+                              "body"});
+    Form form;
+    for (const auto& [name, part] : req.files) {
+      if (part.filename.empty() && part.content_type.empty())
+        form.fields[name] = part.content;
+      else
+        form.files[name] = part.content;
+    }
+    ImageRequest r;
+    try {
+      r = parse_edit(form, model_, options_.max_n);
+    } catch (const ApiError& e) {
+      return send_error(res, e);
+    }
     const auto id = submit(*engine, r, res);
     if (!id) return;
-    const auto status = engine->status(*id);
-    if (!status) return send_error(res, {500, "the job ended and was forgotten at once", ""});
-    res.set_header("Location", "/v1/jobs/" + job_name(*id));
-    send_json(res, 202, job_json(*status, model_));
-  });
-
-  // The job a path names, or a 404 (also while loading: no job exists yet).
-  auto find_job = [this](const httplib::Request& req, httplib::Response& res,
-                         std::optional<JobStatus>* status) -> BatchEngine* {
-    BatchEngine* engine = engine_.load(std::memory_order_acquire);
-    const std::string name = req.matches[1];
-    const auto id = parse_job_name(name);
-    if (engine && id) *status = engine->status(*id);
-    if (!*status) {
-      send_error(res, {404, "no job '" + name + "' (unknown, or finished long ago)", ""});
-      return nullptr;
-    }
-    return engine;
-  };
-  s.Get(R"(/v1/jobs/([^/]+))", [=](const httplib::Request& req, httplib::Response& res) {
-    std::optional<JobStatus> status;
-    if (!find_job(req, res, &status)) return;
-    if (req.get_header_value("Accept").find("image/png") == std::string::npos)
-      return send_json(res, 200, job_json(*status, model_));
-    if (status->state != JobState::kDone)
-      return send_error(res, {409,
-                              "the job is " + std::string(job_state_name(status->state)) +
-                                  ", not done: no image yet",
-                              ""});
-    int64_t index = 0;
-    if (req.has_param("index")) {
-      const std::string text = req.get_param_value("index");
-      try {
-        size_t used = 0;
-        index = std::stoll(text, &used);
-        if (used != text.size()) index = -1;
-      } catch (const std::exception&) {
-        index = -1;
-      }
-      if (index < 0 || index >= status->request.n)
-        return send_error(res, {400,
-                                "index: must be an image number in [0, " +
-                                    std::to_string(status->request.n) + "), got '" + text + "'",
-                                "index"});
-    }
-    const auto pngs = encode_images(status->request, status->result, model_);
-    const auto& png = pngs.at(index);
-    res.set_content(reinterpret_cast<const char*>(png.data()), png.size(), "image/png");
-  });
-  s.Post(R"(/v1/jobs/([^/]+)/cancel)", [=](const httplib::Request& req, httplib::Response& res) {
-    std::optional<JobStatus> status;
-    BatchEngine* engine = find_job(req, res, &status);
-    if (!engine) return;
-    engine->cancel(status->id);
-    const auto now = engine->status(status->id);
-    send_json(res, 200, job_json(now ? *now : *status, model_));
+    const JobStatus status = await(*engine, *id, req);
+    engine->forget(*id);
+    if (status.state == JobState::kFailed && status.refused)
+      // cm::edit's own checks (a size that does not fit the task, ...) are the client's error.
+      return send_error(res, {400, status.error, ""});
+    if (answer_failure(status, res)) return;
+    send_json(res, 200, images_json(r, status.result, model_));
   });
 }
 

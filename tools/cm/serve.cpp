@@ -2,9 +2,13 @@
 // batching requests at any sampling step into shared UNet calls (docs/server.md).
 #include <CLI/CLI.hpp>
 #include <csignal>
+#include <chrono>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
+#include <thread>
 
 #include "cm/config.h"
 #include "cm/error.h"
@@ -27,6 +31,11 @@ struct ServeArgs {
   std::string host = "127.0.0.1";
   int port = 8080;
   std::string api_key;
+  std::string api_key_file;
+  std::vector<std::string> cors_origins;
+  double request_timeout = 600;
+  double shutdown_grace = 30;
+  int keep_alive = 15;
   std::string dtype = "float32";
   std::string variant;
   std::string device = "cpu";
@@ -51,6 +60,28 @@ void check_flags(const ServeArgs& a) {
   if (a.max_n < 1) throw Error("--max-n: must be at least 1, got " + std::to_string(a.max_n));
   if (a.keep_jobs < 1)
     throw Error("--keep-jobs: must be at least 1, got " + std::to_string(a.keep_jobs));
+  if (!(a.request_timeout >= 0))
+    throw Error("--request-timeout: must not be negative (0: none), got " +
+                std::to_string(a.request_timeout));
+  if (!(a.shutdown_grace >= 0))
+    throw Error("--shutdown-grace: must not be negative, got " + std::to_string(a.shutdown_grace));
+  if (a.keep_alive < 1)
+    throw Error("--sse-keep-alive: must be at least 1 second, got " +
+                std::to_string(a.keep_alive));
+  if (!a.api_key.empty() && !a.api_key_file.empty())
+    throw Error("--api-key-file: give either --api-key or --api-key-file");
+}
+
+// The key from --api-key-file: its first line, without surrounding white space.
+std::string read_api_key(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error("--api-key-file: cannot read " + path);
+  std::string line;
+  std::getline(in, line);
+  const auto first = line.find_first_not_of(" \t\r\n");
+  const auto last = line.find_last_not_of(" \t\r\n");
+  if (first == std::string::npos) throw Error("--api-key-file: " + path + " holds no key");
+  return line.substr(first, last - first + 1);
 }
 
 int run_serve(const ServeArgs& a) {
@@ -74,7 +105,9 @@ int run_serve(const ServeArgs& a) {
   server::HttpOptions http;
   http.host = a.host;
   http.port = a.port;
-  http.api_key = a.api_key;
+  http.api_key = a.api_key_file.empty() ? a.api_key : read_api_key(a.api_key_file);
+  http.cors_origins = a.cors_origins;
+  http.keep_alive_seconds = a.keep_alive;
   http.model_id = model;
   http.max_n = a.max_n;
   http.quiet = a.quiet;
@@ -83,7 +116,7 @@ int run_serve(const ServeArgs& a) {
   front.start();  // /health answers 503 while the model loads
   log(a.quiet, "listening on http://" + a.host + ":" + std::to_string(a.port));
   const bool loopback = a.host == "127.0.0.1" || a.host == "localhost" || a.host == "::1";
-  if (!loopback && a.api_key.empty())
+  if (!loopback && http.api_key.empty())
     std::cerr << "warning: listening on " << a.host << " without --api-key: anyone who can reach "
               << "this address can use the server" << std::endl;
 
@@ -97,6 +130,7 @@ int run_serve(const ServeArgs& a) {
   engine_options.max_queue = a.max_queue;
   engine_options.threads = a.threads > 0 ? a.threads : 0;
   engine_options.keep_finished = static_cast<size_t>(a.keep_jobs);
+  engine_options.request_timeout = a.request_timeout;
   server::BatchEngine engine(pipe, engine_options);
 
   const UNetConfig& config = pipe.unet()->config();
@@ -107,6 +141,8 @@ int run_serve(const ServeArgs& a) {
   info.num_classes = config.num_class_embeds;
   info.class_names = read_class_names(folder);
   info.num_train_timesteps = pipe.scheduler().config().num_train_timesteps;
+  info.sigma_min = pipe.scheduler().config().sigma_min;
+  info.sigma_max = pipe.scheduler().config().sigma_max;
   info.dtype = a.dtype;  // as cm generate writes it into the PNG text
   front.set_ready(&engine, info);
   log(a.quiet, "ready: " + model);
@@ -115,8 +151,18 @@ int run_serve(const ServeArgs& a) {
   sigwait(&stop_signals, &signal);
   log(a.quiet, std::string("stopping (") + (signal == SIGINT ? "SIGINT" : "SIGTERM") +
                    "): finishing the requests in flight");
+  // A second signal ends the process at once, whatever is still running.
+  std::thread([stop_signals, quiet = a.quiet]() mutable {
+    int second = 0;
+    sigwait(&stop_signals, &second);
+    if (!quiet) std::cerr << "cm serve: second signal: exiting now" << std::endl;
+    std::_Exit(128 + second);
+  }).detach();
   front.begin_shutdown();
-  engine.drain();
+  const auto grace = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(a.shutdown_grace));
+  if (!engine.drain(std::chrono::steady_clock::now() + grace))
+    log(a.quiet, "the shutdown grace period ended: unfinished requests were cancelled");
   front.stop();
   return 0;
 }
@@ -134,6 +180,21 @@ Runner add_serve(CLI::App& app) {
   app.add_option("--api-key", args->api_key,
                  "require this key (Authorization: Bearer KEY or X-Api-Key) except on /health "
                  "and /v1/models");
+  app.add_option("--api-key-file", args->api_key_file,
+                 "read the key from this file's first line (keeps it out of the process list)");
+  app.add_option("--cors-origins", args->cors_origins,
+                 "origins allowed cross-origin access, e.g. https://example.org (* for any); none "
+                 "by default")
+      ->delimiter(',');
+  app.add_option("--request-timeout", args->request_timeout,
+                 "seconds a request may take from admission; then it fails (504). 0: no limit")
+      ->capture_default_str();
+  app.add_option("--shutdown-grace", args->shutdown_grace,
+                 "seconds SIGTERM/SIGINT waits for requests in flight before cancelling them")
+      ->capture_default_str();
+  app.add_option("--sse-keep-alive", args->keep_alive,
+                 "seconds between keep-alive comments on an idle event stream")
+      ->capture_default_str();
   app.add_option("--max-batch", args->max_batch, "images per UNet call")->capture_default_str();
   app.add_option("--batch-wait-ms", args->batch_wait_ms,
                  "an idle server waits this long for more requests to batch")
