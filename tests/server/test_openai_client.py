@@ -9,7 +9,8 @@ import base64
 import openai
 import pytest
 
-from cm_server import CmServer, cm_generate, decode_png, encode_png, file_images
+import png
+from cm_server import CmServer, cm_generate, decode_png, file_images
 
 KEY = "test-key-0123456789"
 SIZE = 28
@@ -82,8 +83,8 @@ def test_edit_keeps_the_unmasked_pixels(server, tmp_path):
     # White (255) = regenerate: the right half; black (0) = keep: the left half.
     mask = bytes(255 if x >= SIZE // 2 else 0 for y in range(SIZE) for x in range(SIZE))
     answer = client(server).images.edit(
-        image=("bag.png", encode_png(SIZE, SIZE, 1, pixels), "image/png"),
-        mask=("mask.png", encode_png(SIZE, SIZE, 1, mask), "image/png"),
+        image=("bag.png", png.encode_gray(pixels, SIZE, SIZE), "image/png"),
+        mask=("mask.png", png.encode_gray(mask, SIZE, SIZE), "image/png"),
         prompt="sneaker", n=1, response_format="b64_json", extra_body={"seed": 5})
     assert len(answer.data) == 1
     out_w, out_h, out_c, out = decode_png(base64.b64decode(answer.data[0].b64_json))
