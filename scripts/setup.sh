@@ -37,7 +37,8 @@ packages=(
 )
 
 # One dpkg-query for all (one per package is seconds on a busy machine).
-installed=" $(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "${packages[@]}" 2>/dev/null |
+# dpkg-query exits 1 when it has never heard of a package (a fresh machine): not an error here.
+installed=" $( (dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "${packages[@]}" 2>/dev/null || true) |
   awk '$1 == "ii" { printf "%s ", $2 }')"
 missing=()
 for p in "${packages[@]}"; do
