@@ -292,6 +292,11 @@ def test_inpaint_a_generated_image(server, driver, tmp_path):
     page.wait(lambda d: "Paint over" in d.find_element(By.ID, "edit-status").text,
               "the image in the inpaint section")
     canvas = page.el("edit-mask")
+    # The page scrolls the section into view smoothly; a drag planned mid-scroll lands elsewhere.
+    tops = []
+    page.wait(lambda d: tops.append(d.execute_script(
+        "return document.getElementById('edit-mask').getBoundingClientRect().top")) or
+        (len(tops) >= 3 and tops[-1] == tops[-2] == tops[-3]), "the scroll to the inpaint section")
     size = canvas.size["width"]
     # Drag across the middle third, left to right (offsets are from the canvas's centre).
     ActionChains(driver).move_to_element_with_offset(canvas, -size // 6, 0).click_and_hold() \
