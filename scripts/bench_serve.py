@@ -120,17 +120,26 @@ class Client:
 
     def request(self, method, path, body=None):
         """(status, body bytes)."""
-        if self.conn is None:
-            cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
-            self.conn = cls(self.host, self.port, timeout=self.timeout)
         data = None if body is None else json.dumps(body).encode()
-        try:
-            self.conn.request(method, self.prefix + path, data, self.headers)
-            r = self.conn.getresponse()
-            return r.status, r.read()
-        except Exception:
-            self.close()
-            raise
+        # A kept-alive connection the server closed while idle (its keep-alive timeout) fails
+        # before the request reached it: once more on a new connection, then the error stands.
+        reused = self.conn is not None
+        while True:
+            if self.conn is None:
+                cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
+                self.conn = cls(self.host, self.port, timeout=self.timeout)
+            try:
+                self.conn.request(method, self.prefix + path, data, self.headers)
+                r = self.conn.getresponse()
+                return r.status, r.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()
+                if not reused:
+                    raise
+                reused = False
+            except Exception:
+                self.close()
+                raise
 
     def close(self):
         if self.conn is not None:

@@ -547,5 +547,16 @@ TEST_F(ServerStop, BadFlagsAreOneLineErrors) {
   EXPECT_NE(p.output.find("--port"), std::string::npos) << p.output;
 }
 
+// A port another server holds is an error, not a share of its connections (SO_REUSEPORT).
+TEST_F(ServerStop, APortInUseIsAnError) {
+  ServerProcess first({}, path("first.log"));
+  ASSERT_TRUE(first.wait_ready()) << first.log();
+  const auto r = run_cm("serve -m " + kModel + " -t 1 --port " + std::to_string(first.port()));
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("cannot listen on 127.0.0.1:" + std::to_string(first.port())),
+            std::string::npos)
+      << r.output;
+}
+
 }  // namespace
 }  // namespace cm::test

@@ -1,6 +1,7 @@
 #include "server/http_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <chrono>
@@ -56,6 +57,16 @@ HttpServer::~HttpServer() {
 void HttpServer::start() {
   const int threads = options_.http_threads;
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  // httplib writes a response's headers and body separately: with Nagle's algorithm the body
+  // waits for the client's delayed ACK, ~40 ms on every request (measured: 55 ms p50 for an
+  // image the model makes in 7 ms). Accepted sockets inherit the listener's TCP_NODELAY.
+  http_->set_tcp_nodelay(true);
+  // httplib's default also sets SO_REUSEPORT, which lets a second server bind a port in use and
+  // take half its connections; only SO_REUSEADDR, so a busy port is an error.
+  http_->set_socket_options([](int sock) {
+    const int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   if (!http_->bind_to_port(options_.host, options_.port))
     throw Error("--host/--port: cannot listen on " + options_.host + ":" +
                 std::to_string(options_.port) + " (in use, or not an address of this machine)");
