@@ -7,8 +7,9 @@ seconds (not counted), then for --duration seconds. Counted: the requests answer
 window. Each request asks for --n images with a fresh seed, the next class of the model in turn,
 and its steps cycling through --steps (`1,2`: half 1-step, half 2-step requests). Reported per
 level: requests/s, images/s, latency p50/p95/p99, errors, and from /metrics over the window the
-UNet calls and the mean images per call (cm_batch_size_sum / cm_batch_size_count; behind a
-balancer, name every replica with --metrics-url). A Markdown table on stdout; --json FILE writes
+UNet calls, the mean images per call (cm_batch_size_sum / cm_batch_size_count) and the share of
+the window the engine was computing (cm_engine_busy_seconds_total; behind a balancer, name every
+replica with --metrics-url, and it is summed over them). A Markdown table on stdout; --json FILE writes
 the same rows as JSON. Standard library only.
 
   ./build/cm serve -m models/fmnist-cm --max-batch 16 &
@@ -157,7 +158,8 @@ def summarize(concurrency, completions, window, before, after):
     ok = [c for c in counted if c[3]]
     latencies = [c[1] for c in ok]
     delta = {k: metric(after, k) - metric(before, k)
-             for k in ("cm_batch_size_sum", "cm_batch_size_count", "cm_images_total")}
+             for k in ("cm_batch_size_sum", "cm_batch_size_count", "cm_images_total",
+                       "cm_engine_busy_seconds_total")}
     calls = delta["cm_batch_size_count"]
     return {
         "concurrency": concurrency,
@@ -171,6 +173,7 @@ def summarize(concurrency, completions, window, before, after):
         "latency_p99_s": percentile(latencies, 0.99),
         "unet_calls": calls,
         "images_per_unet_call": delta["cm_batch_size_sum"] / calls if calls > 0 else float("nan"),
+        "engine_busy": delta["cm_engine_busy_seconds_total"] / seconds,
     }
 
 
@@ -185,6 +188,7 @@ COLUMNS = [  # (heading, key, format)
     ("p99 s", "latency_p99_s", "{:.3f}"),
     ("UNet calls", "unet_calls", "{:.0f}"),
     ("images per UNet call", "images_per_unet_call", "{:.2f}"),
+    ("engine busy", "engine_busy", "{:.0%}"),
 ]
 
 

@@ -455,6 +455,8 @@ TEST_F(Server, MetricsMove) {
   const std::string after = c.Get("/metrics", auth())->body;
   EXPECT_EQ(metric(after, "cm_images_total"), images + 3);
   EXPECT_GE(metric(after, "cm_network_evaluations_total"), evaluations + 2);
+  EXPECT_GT(metric(after, "cm_engine_busy_seconds_total"),
+            metric(before, "cm_engine_busy_seconds_total"));
   EXPECT_EQ(metric(after, "cm_queue_depth"), 0);
   EXPECT_NE(
       after.find("cm_http_requests_total{endpoint=\"POST /v1/images/generations\",status=\"200\"}"),

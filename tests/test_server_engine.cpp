@@ -186,6 +186,36 @@ TEST(BatchEngine, CancelQueuedAndRunningRequests) {
   EXPECT_EQ(engine.stats().requests_cancelled, 2u);
 }
 
+// batch_wait_ms also counts from the end of the last call: B, queued while A's call ran, waits
+// for C, sent as soon as A is answered, so B and C share one call (closed-loop clients would
+// otherwise alternate in two half-size batches). Counted from B's arrival alone, B would run at
+// once, by itself: three calls instead of two.
+TEST(BatchEngine, BatchWaitCountsFromTheLastCall) {
+  auto pipe = load();
+  EngineOptions options = one_thread();
+  options.batch_wait_ms = 1000;
+  std::promise<void> a_started;
+  options.before_evaluate = [&](uint64_t id) {
+    if (id != 1) return;
+    a_started.set_value();
+    std::this_thread::sleep_for(std::chrono::milliseconds(2000));  // longer than the wait
+  };
+  BatchEngine engine(pipe, options);
+  ImageRequest a, b, c;
+  a.seed = 1, b.seed = 2, c.seed = 3;
+  const uint64_t ia = engine.submit(a);
+  a_started.get_future().wait();
+  const uint64_t ib = engine.submit(b);
+  EXPECT_EQ(engine.wait(ia)->state, JobState::kDone);
+  const uint64_t ic = engine.submit(c);
+  EXPECT_EQ(engine.wait(ib)->state, JobState::kDone);
+  EXPECT_EQ(engine.wait(ic)->state, JobState::kDone);
+  const auto stats = engine.stats();
+  EXPECT_EQ(stats.evaluations, 2u);
+  EXPECT_EQ(stats.batch_size.sum, 3.0);  // A alone, then B with C
+  EXPECT_GT(stats.busy_seconds, 2.0);  // A's call, the hook's sleep included
+}
+
 TEST(BatchEngine, AFaultFailsOnlyItsRequest) {
   auto pipe = load();
   ImageRequest good;

@@ -68,7 +68,8 @@ class ShuttingDown : public Error {
 
 struct EngineOptions {
   int max_batch = 16;          // images per UNet call
-  int batch_wait_ms = 0;       // an idle engine waits this long for more requests to fill a batch
+  int batch_wait_ms = 0;       // an idle engine waits up to this long (from the first waiting
+                               // request, or the end of the last call if later) to fill a batch
   int max_queue = 64;          // requests waiting or running; more are refused with QueueFull
   int threads = 0;             // intra-op threads of the scheduler thread (0: LibTorch's default)
   size_t keep_finished = 256;  // finished jobs kept for status(); the oldest are forgotten
@@ -93,6 +94,7 @@ struct EngineStats {
   uint64_t requests_done = 0, requests_failed = 0, requests_cancelled = 0;
   uint64_t images = 0;       // images finished
   uint64_t evaluations = 0;  // UNet calls
+  double busy_seconds = 0;   // time spent computing batches and edits (utilisation)
   int64_t queued = 0;        // requests waiting for their first evaluation
   int64_t running = 0;
   Histogram batch_size, queue_seconds, latency_seconds;
@@ -165,6 +167,7 @@ class BatchEngine {
   bool draining_ = false;
   bool stop_ = false;
   EngineStats stats_;
+  std::chrono::steady_clock::time_point last_call_end_{};  // for batch_wait_ms
   std::thread thread_;
 };
 

@@ -378,9 +378,13 @@ std::vector<BatchEngine::Row> BatchEngine::take_batch(std::unique_lock<std::mute
       if (job->state == JobState::kRunning) any_running = true;
       oldest = std::min(oldest, job->admitted);
     }
-    // An idle engine may wait a little for company; images already in flight never wait.
+    // An idle engine may wait a little for company; images already in flight never wait. The
+    // wait counts from the end of the last call too: closed-loop clients answered by that call
+    // need a moment to send their next request, and without it a steady load splits into two
+    // halves that alternate, each a half-size batch.
     if (options_.batch_wait_ms > 0 && !any_running && pending < options_.max_batch) {
-      const auto deadline = oldest + std::chrono::milliseconds(options_.batch_wait_ms);
+      const auto deadline =
+          std::max(oldest, last_call_end_) + std::chrono::milliseconds(options_.batch_wait_ms);
       if (Clock::now() < deadline) {
         wake_.wait_until(lock, deadline);
         continue;
@@ -623,16 +627,16 @@ void BatchEngine::run() {
   while (!stop_) {
     std::shared_ptr<Job> edit_job;
     const auto rows = take_batch(lock, &edit_job);
-    if (edit_job) {
-      lock.unlock();
-      run_edit(edit_job);
-      lock.lock();
-      continue;
-    }
-    if (rows.empty()) continue;
+    if (!edit_job && rows.empty()) continue;
+    const auto begin = Clock::now();
     lock.unlock();
-    evaluate(rows);
+    if (edit_job)
+      run_edit(edit_job);
+    else
+      evaluate(rows);
     lock.lock();
+    last_call_end_ = Clock::now();
+    stats_.busy_seconds += std::chrono::duration<double>(last_call_end_ - begin).count();
   }
 }
 

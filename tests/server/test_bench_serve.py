@@ -55,8 +55,10 @@ def test_percentile_nearest_rank():
     assert math.isnan(bench.percentile([], 0.5))
 
 
-METRICS_BEFORE = "cm_images_total 10\ncm_batch_size_sum 10\ncm_batch_size_count 10\n"
-METRICS_AFTER = "cm_images_total 40\ncm_batch_size_sum 40\ncm_batch_size_count 16\n"
+METRICS_BEFORE = ("cm_images_total 10\ncm_batch_size_sum 10\ncm_batch_size_count 10\n"
+                  "cm_engine_busy_seconds_total 1.5\n")
+METRICS_AFTER = ("cm_images_total 40\ncm_batch_size_sum 40\ncm_batch_size_count 16\n"
+                 "cm_engine_busy_seconds_total 3.0\n")
 
 
 def test_summary_counts_the_window_only():
@@ -69,6 +71,7 @@ def test_summary_counts_the_window_only():
     assert row["requests_per_s"] == 1.5 and row["images_per_s"] == 3.0
     assert row["latency_p50_s"] == 0.4 and row["latency_p99_s"] == 0.6
     assert row["unet_calls"] == 6 and row["images_per_unet_call"] == 5.0
+    assert row["engine_busy"] == 0.75  # 1.5 s of 2
     # Replicas behind a balancer: their counters summed.
     both = bench.summarize(4, completions, (1.0, 3.0), [METRICS_BEFORE, METRICS_BEFORE],
                            [METRICS_AFTER, METRICS_BEFORE])
@@ -85,10 +88,10 @@ def test_markdown_table():
     assert len(lines) == 4
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header == ["concurrency", "requests", "errors", "requests/s", "images/s", "p50 s",
-                      "p95 s", "p99 s", "UNet calls", "images per UNet call"]
+                      "p95 s", "p99 s", "UNet calls", "images per UNet call", "engine busy"]
     assert lines[1] == "|" + "|".join(["---:"] * len(header)) + "|"
     first = [c.strip() for c in lines[2].strip("|").split("|")]
-    assert first == ["1", "1", "0", "0.50", "0.50", "0.250", "0.250", "0.250", "6", "5.00"]
+    assert first == ["1", "1", "0", "0.50", "0.50", "0.250", "0.250", "0.250", "6", "5.00", "75%"]
     last = [c.strip() for c in lines[3].strip("|").split("|")]
     assert last[0] == "64" and last[5:8] == ["n/a"] * 3 and last[9] == "n/a"
     assert all(len(line.split("|")) == len(header) + 2 for line in lines)
@@ -110,5 +113,6 @@ def test_short_run_against_cm_serve(tmp_path):
                     "latency_p95_s", "latency_p99_s", "unet_calls", "images_per_unet_call"):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r)
         assert r["images_per_unet_call"] >= 1
+        assert 0 < r["engine_busy"] <= 1.05, r  # a share of the window (a call may straddle it)
     table = [line for line in run.stdout.splitlines() if line.startswith("| ")]
     assert len(table) == 3  # header and two levels

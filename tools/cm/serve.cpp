@@ -197,7 +197,8 @@ Runner add_serve(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--max-batch", args->max_batch, "images per UNet call")->capture_default_str();
   app.add_option("--batch-wait-ms", args->batch_wait_ms,
-                 "an idle server waits this long for more requests to batch")
+                 "with no images in flight, wait up to this long (from the first waiting request or the "
+                 "last call's end) for more requests to fill a call")
       ->capture_default_str();
   app.add_option("--max-queue", args->max_queue,
                  "requests waiting or running; more get 429 with Retry-After")
