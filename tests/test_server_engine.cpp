@@ -213,7 +213,7 @@ TEST(BatchEngine, BatchWaitCountsFromTheLastCall) {
   const auto stats = engine.stats();
   EXPECT_EQ(stats.evaluations, 2u);
   EXPECT_EQ(stats.batch_size.sum, 3.0);  // A alone, then B with C
-  EXPECT_GT(stats.busy_seconds, 2.0);  // A's call, the hook's sleep included
+  EXPECT_GT(stats.busy_seconds, 2.0);    // A's call, the hook's sleep included
 }
 
 TEST(BatchEngine, AFaultFailsOnlyItsRequest) {
@@ -301,7 +301,8 @@ TEST(BatchEngine, EditsEqualCmEditAloneBetweenGenerations) {
   options->mask = options->image;
   options->mask.channels = 1;
   for (int i = 0; i < size * size * 3; ++i) options->image.pixels.push_back((i * 37) % 256);
-  for (int i = 0; i < size * size; ++i) options->mask.pixels.push_back(i % size < size / 2 ? 255 : 0);
+  for (int i = 0; i < size * size; ++i)
+    options->mask.pixels.push_back(i % size < size / 2 ? 255 : 0);
   options->seed = 11;
   options->batch_size = 2;
   options->num_inference_steps = 3;
@@ -347,8 +348,8 @@ TEST(BatchEngine, WaitChangeSeesEveryStep) {
   uint64_t epoch = 0;
   std::vector<int> steps;
   for (;;) {
-    const auto s = engine.wait_change(id, &epoch,
-                                      std::chrono::steady_clock::now() + std::chrono::seconds(60));
+    const auto s =
+        engine.wait_change(id, &epoch, std::chrono::steady_clock::now() + std::chrono::seconds(60));
     ASSERT_TRUE(s);
     if (steps.empty() || steps.back() != s->step) steps.push_back(s->step);
     if (s->state == JobState::kDone) break;
@@ -406,8 +407,7 @@ TEST(BatchEngine, InterruptAndDrainDeadlineCancelRunningRequests) {
   const uint64_t a = engine.submit(slow);
   const uint64_t b = engine.submit(slow);
   uint64_t epoch = 0;
-  while (engine.wait_change(a, &epoch, std::chrono::steady_clock::now() +
-                                           std::chrono::seconds(10))
+  while (engine.wait_change(a, &epoch, std::chrono::steady_clock::now() + std::chrono::seconds(10))
              ->state != JobState::kRunning) {
   }
   EXPECT_EQ(engine.active().size(), 2u);

@@ -157,9 +157,9 @@ class BatchEngine {
   ConsistencyModelPipeline& pipeline_;
   EngineOptions options_;
   mutable std::mutex mutex_;
-  std::condition_variable wake_;      // the scheduler thread: new work, cancel or stop
-  std::condition_variable changed_;   // waiters: some request stepped or ended
-  uint64_t epoch_ = 0;                // counts those changes
+  std::condition_variable wake_;     // the scheduler thread: new work, cancel or stop
+  std::condition_variable changed_;  // waiters: some request stepped or ended
+  uint64_t epoch_ = 0;               // counts those changes
   std::map<uint64_t, std::shared_ptr<Job>> jobs_;
   std::deque<std::shared_ptr<Job>> active_;  // admitted, not ended, in arrival order
   std::deque<uint64_t> ended_;               // ended ids, oldest first, for keep_finished

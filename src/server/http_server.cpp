@@ -196,8 +196,8 @@ void HttpServer::routes() {
                     "text/html; charset=utf-8");
   });
   s.Get("/openapi.json", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content(reinterpret_cast<const char*>(assets::openapi_json),
-                    assets::openapi_json_size, "application/json");
+    res.set_content(reinterpret_cast<const char*>(assets::openapi_json), assets::openapi_json_size,
+                    "application/json");
   });
 
   routes_openai();
@@ -209,9 +209,9 @@ BatchEngine* HttpServer::ready_engine(httplib::Response& res) const {
   BatchEngine* engine = engine_.load(std::memory_order_acquire);
   if (shutting_down_ || !engine) {
     res.set_header("Retry-After", "5");
-    send_error(res, {503,
-                     shutting_down_ ? "the server is shutting down" : "the model is still loading",
-                     ""});
+    send_error(
+        res,
+        {503, shutting_down_ ? "the server is shutting down" : "the model is still loading", ""});
     return nullptr;
   }
   return engine;
@@ -219,8 +219,8 @@ BatchEngine* HttpServer::ready_engine(httplib::Response& res) const {
 
 bool HttpServer::body_within_limit(const httplib::Request& req, httplib::Response& res) const {
   if (req.body.size() <= options_.max_json_body) return true;
-  send_error(res, {413, "body: larger than " + std::to_string(options_.max_json_body) + " bytes",
-                   "body"});
+  send_error(
+      res, {413, "body: larger than " + std::to_string(options_.max_json_body) + " bytes", "body"});
   return false;
 }
 
@@ -244,9 +244,8 @@ JobStatus HttpServer::await(BatchEngine& engine, uint64_t id, const httplib::Req
   uint64_t epoch = 0;
   bool cancelled = false;
   for (;;) {
-    const auto status =
-        engine.wait_change(id, &epoch, std::chrono::steady_clock::now() +
-                                           std::chrono::milliseconds(200));
+    const auto status = engine.wait_change(
+        id, &epoch, std::chrono::steady_clock::now() + std::chrono::milliseconds(200));
     if (!status) {  // only this handler forgets it, so this cannot happen; say so if it does
       JobStatus gone;
       gone.id = id;
@@ -298,8 +297,7 @@ void HttpServer::routes_openai() {
     BatchEngine* engine = ready_engine(res);
     if (!engine) return;
     if (!req.is_multipart_form_data())
-      return send_error(res, {400, "body: must be multipart/form-data with an image part",
-                              "body"});
+      return send_error(res, {400, "body: must be multipart/form-data with an image part", "body"});
     Form form;
     for (const auto& [name, part] : req.files) {
       if (part.filename.empty() && part.content_type.empty())

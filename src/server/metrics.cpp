@@ -72,7 +72,8 @@ std::string render_metrics(const RequestCounter& requests, const EngineStats* s)
   counter(out, "cm_network_evaluations_total", "counter", "UNet calls (each a whole batch).",
           static_cast<double>(s->evaluations));
   counter(out, "cm_engine_busy_seconds_total", "counter",
-          "Seconds the engine spent computing (UNet calls, scheduler steps, edits).", s->busy_seconds);
+          "Seconds the engine spent computing (UNet calls, scheduler steps, edits).",
+          s->busy_seconds);
   histogram(out, "cm_batch_size", "Images per UNet call.", s->batch_size);
   histogram(out, "cm_queue_seconds", "Admission to first network evaluation.", s->queue_seconds);
   histogram(out, "cm_latency_seconds", "Admission to the finished images.", s->latency_seconds);

@@ -1,8 +1,8 @@
 // cm serve: an HTTP server for a consistency model (OpenAI Images API, native jobs, /metrics),
 // batching requests at any sampling step into shared UNet calls (docs/server.md).
 #include <CLI/CLI.hpp>
-#include <csignal>
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -66,8 +66,7 @@ void check_flags(const ServeArgs& a) {
   if (!(a.shutdown_grace >= 0))
     throw Error("--shutdown-grace: must not be negative, got " + std::to_string(a.shutdown_grace));
   if (a.keep_alive < 1)
-    throw Error("--sse-keep-alive: must be at least 1 second, got " +
-                std::to_string(a.keep_alive));
+    throw Error("--sse-keep-alive: must be at least 1 second, got " + std::to_string(a.keep_alive));
   if (!a.api_key.empty() && !a.api_key_file.empty())
     throw Error("--api-key-file: give either --api-key or --api-key-file");
 }
@@ -196,9 +195,10 @@ Runner add_serve(CLI::App& app) {
                  "seconds between keep-alive comments on an idle event stream")
       ->capture_default_str();
   app.add_option("--max-batch", args->max_batch, "images per UNet call")->capture_default_str();
-  app.add_option("--batch-wait-ms", args->batch_wait_ms,
-                 "with no images in flight, wait up to this long (from the first waiting request or the "
-                 "last call's end) for more requests to fill a call")
+  app.add_option(
+         "--batch-wait-ms", args->batch_wait_ms,
+         "with no images in flight, wait up to this long (from the first waiting request or the "
+         "last call's end) for more requests to fill a call")
       ->capture_default_str();
   app.add_option("--max-queue", args->max_queue,
                  "requests waiting or running; more get 429 with Retry-After")
