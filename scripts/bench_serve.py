@@ -9,8 +9,8 @@ and its steps cycling through --steps (`1,2`: half 1-step, half 2-step requests)
 level: requests/s, images/s, latency p50/p95/p99, errors, and from /metrics over the window the
 UNet calls, the mean images per call (cm_batch_size_sum / cm_batch_size_count) and the share of
 the window the engine was computing (cm_engine_busy_seconds_total; behind a balancer, name every
-replica with --metrics-url, and it is summed over them). A Markdown table on stdout; --json FILE writes
-the same rows as JSON. Standard library only.
+replica with --metrics-url, and it is summed over them). A Markdown table on stdout; --json FILE
+writes the same rows as JSON. Standard library only.
 
   ./build/cm serve -m models/fmnist-cm --max-batch 16 &
   python3 scripts/bench_serve.py --concurrency 1,4,16,64 --duration 20 --steps 1,2

@@ -553,7 +553,9 @@ TEST_F(ServerStop, BadFlagsAreOneLineErrors) {
 TEST_F(ServerStop, APortInUseIsAnError) {
   ServerProcess first({}, path("first.log"));
   ASSERT_TRUE(first.wait_ready()) << first.log();
-  const auto r = run_cm("serve -m " + kModel + " -t 1 --port " + std::to_string(first.port()));
+  // Bounded: a server that did bind would serve until killed (timeout's exit 124 fails below).
+  const auto r = run_shell("timeout 120 " + std::string(CM_BINARY) + " serve -m " + kModel +
+                           " -t 1 --port " + std::to_string(first.port()) + " 2>&1");
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_NE(r.output.find("cannot listen on 127.0.0.1:" + std::to_string(first.port())),
             std::string::npos)
