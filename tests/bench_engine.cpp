@@ -2,9 +2,8 @@
 // one-image, one-step requests and wait for them, for a fixed time. Compares with `cm bench` (the
 // pipeline alone) and `scripts/bench_serve.py` (the whole server) to tell the engine's cost from
 // the HTTP side's. Built with the tests, not run by CTest (timings are not tested).
-//   OPENBLAS_NUM_THREADS=1 build/tests/bench_engine MODEL [clients=16] [threads=2] [seconds=10]
-//       [batch_wait_ms=0]
-// (`cm` sets OPENBLAS_NUM_THREADS=1, and OPENBLAS_CORETYPE=SkylakeX on AVX-512 CPUs, for itself.)
+//   build/tests/bench_engine MODEL [clients=16] [threads=2] [seconds=10] [batch_wait_ms=0]
+// (It tunes OpenBLAS and the allocator as `cm` does, cm/tuning.h.)
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -14,6 +13,7 @@
 #include <vector>
 
 #include "cm/server.h"
+#include "cm/tuning.h"
 
 namespace {
 
@@ -31,6 +31,8 @@ int integer_arg(const char* text, const char* name, int min) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  cm::tune_blas();
+  cm::memory_policy_for_loading();
   using namespace cm::server;
   using Clock = std::chrono::steady_clock;
   if (argc < 2 || argc > 6) {
@@ -45,6 +47,7 @@ int main(int argc, char** argv) {
   const int wait_ms = argc > 5 ? integer_arg(argv[5], "batch_wait_ms", 0) : 0;
   try {
     auto pipeline = cm::ConsistencyModelPipeline::from_pretrained(argv[1]);
+    cm::memory_policy_for_running();
     EngineOptions options;
     options.threads = threads;
     options.batch_wait_ms = wait_ms;

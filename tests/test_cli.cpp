@@ -111,11 +111,15 @@ TEST_F(CliTest, BadArgumentsGiveOneLineErrors) {
       {"generate " + model + " --devices 0", "--devices"},
       {"generate " + model + " --device tpu", "tpu"},
       {"bench -m tiny_cond --device cuda:0 -r 1", "cuda"},
+      // The command line itself: no subcommand, an unknown flag, a value of the wrong type.
+      {"", "error: A subcommand is required"},
+      {"generate --bogus", "--bogus"},
+      {"generate -s abc", "abc"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.args);
     const auto r = run_cm(c.args);
-    EXPECT_NE(r.status, 0);
+    EXPECT_EQ(r.status, 1) << r.output;
     EXPECT_NE(r.output.find(c.expect), std::string::npos) << r.output;
     EXPECT_EQ(r.output.find("terminate called"), std::string::npos) << r.output;
     // The error itself is one line (a random seed may be announced before it).
@@ -185,6 +189,18 @@ TEST_F(CliTest, InfoNamesTheBuildAndTheGpus) {
 #endif
   const auto gpus = torch::cuda::device_count();
   EXPECT_NE(r.output.find("GPUs: " + std::to_string(gpus)), std::string::npos) << r.output;
+#if !CM_CUDA
+  // cm tunes OpenBLAS in its own process, without re-executing itself (cm/tuning.h): one thread,
+  // and AVX-512 kernels on an AVX-512 CPU.
+  EXPECT_NE(r.output.find(" kernels, 1 thread\n"), std::string::npos) << r.output;
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) {
+    const bool avx512 = r.output.find("BLAS: OpenBLAS, SkylakeX") != std::string::npos ||
+                        r.output.find("BLAS: OpenBLAS, Cooperlake") != std::string::npos ||
+                        r.output.find("BLAS: OpenBLAS, SapphireRapids") != std::string::npos;
+    EXPECT_TRUE(avx512) << r.output;
+  }
+#endif
 }
 
 }  // namespace

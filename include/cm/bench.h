@@ -36,7 +36,7 @@ struct BenchOptions {
   std::vector<int64_t> timesteps;  // explicit descending timesteps instead of `steps`
   std::vector<bool> cuda_graphs = {true};  // CUDA: rows with graphs on and/or off
   // Called before each model is loaded or built, and after its first (warm-up) call: a program
-  // can tune its allocator for each phase (cm does, tools/cm/memory_policy.h).
+  // can tune its allocator for each phase (cm does, cm/tuning.h).
   std::function<void()> before_load, after_first_call;
 };
 

@@ -23,6 +23,7 @@ struct SystemInfo {
   std::vector<GpuInfo> gpus;   // what the CUDA runtime sees (none on a machine without a GPU)
   std::string cpu_kernels;     // instruction set of the hand-fused CPU kernels
   bool onednn_direct = false;  // CPU convolutions call oneDNN directly (LibTorch 1.13 builds)
+  std::string blas;            // the BLAS in use, its kernels and threads (cm/tuning.h)
 };
 
 SystemInfo system_info();

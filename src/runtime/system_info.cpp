@@ -2,7 +2,9 @@
 #include <torch/version.h>
 
 #include "cm/system.h"
+#include "cm/tuning.h"
 #include "kernels/isa.h"
+#include "runtime/version_line.h"
 
 namespace cm {
 
@@ -16,6 +18,11 @@ SystemInfo system_info() {
   info.cm_version = CM_VERSION;
   info.libtorch_version = TORCH_VERSION;
   info.cpu_kernels = kernels::isa_name(kernels::best_isa());
+  const BlasInfo blas = blas_info();
+  info.blas = blas.library.empty() ? "not OpenBLAS (left as it is)"
+                                   : blas.library + ", " + blas.core + " kernels, " +
+                                         std::to_string(blas.threads) +
+                                         (blas.threads == 1 ? " thread" : " threads");
 #if CM_ONEDNN_DIRECT
   info.onednn_direct = true;
 #endif
@@ -43,19 +50,12 @@ std::string describe(const SystemInfo& info) {
       << g.compute_major << "." << g.compute_minor << "\n";
   }
   s << "CPU kernels: " << info.cpu_kernels << "\n";
+  s << "BLAS: " << info.blas << "\n";
   s << "CPU convolutions: " << (info.onednn_direct ? "oneDNN, called directly" : "LibTorch's")
     << "\n";
   return s.str();
 }
 
-std::string version_line() {
-  std::string line = std::string("cm ") + CM_VERSION + " (LibTorch " + TORCH_VERSION;
-#if CM_CUDA
-  line += ", CUDA";
-#else
-  line += ", CPU only";
-#endif
-  return line + ")";
-}
+std::string version_line() { return detail::version_line(); }
 
 }  // namespace cm

@@ -18,7 +18,7 @@
 #include "cm/training.h"
 #include "common.h"
 #include "generate_chunked.h"
-#include "memory_policy.h"
+#include "cm/tuning.h"
 #include "hub_progress.h"
 #include "subcommands.h"
 

@@ -1,23 +1,27 @@
 // cm serve: an HTTP server for a consistency model (OpenAI Images API, native jobs, /metrics),
 // batching requests at any sampling step into shared UNet calls (docs/server.md).
+#include <fcntl.h>
+#include <unistd.h>
 #include <CLI/CLI.hpp>
 #include <chrono>
+
+#include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
-#include <thread>
 
 #include "cm/config.h"
 #include "cm/error.h"
 #include "cm/hub.h"
 #include "cm/pipeline.h"
 #include "cm/server.h"
+#include "cm/tuning.h"
 #include "common.h"
 #include "hub_progress.h"
-#include "memory_policy.h"
 #include "server/http_server.h"
 #include "subcommands.h"
 
@@ -25,6 +29,40 @@ namespace cm::cli {
 namespace {
 
 namespace fs = std::filesystem;
+
+// SIGINT/SIGTERM: the first is written to a pipe the main thread reads; a second exits at once.
+// A handler rather than sigwait: threads that exist before cm serve runs (OpenBLAS's, created
+// when the library was loaded) do not block the signals, and any thread may receive them.
+int stop_pipe[2] = {-1, -1};
+std::atomic<int> stop_signals_seen{0};
+
+extern "C" void on_stop_signal(int signal) {
+  if (stop_signals_seen.fetch_add(1) > 0) {
+    static const char kMessage[] = "cm serve: second signal: exiting now\n";
+    (void)!::write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
+    ::_exit(128 + signal);
+  }
+  const unsigned char byte = static_cast<unsigned char>(signal);
+  (void)!::write(stop_pipe[1], &byte, 1);
+}
+
+void install_stop_handlers() {
+  if (::pipe2(stop_pipe, O_CLOEXEC) != 0) throw Error("cm serve: cannot create a pipe");
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  action.sa_flags = SA_RESTART;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGINT, &action, nullptr);
+  ::sigaction(SIGTERM, &action, nullptr);
+}
+
+int wait_for_stop_signal() {
+  unsigned char byte = 0;
+  while (::read(stop_pipe[0], &byte, 1) != 1) {
+    if (errno != EINTR) return SIGTERM;
+  }
+  return byte;
+}
 
 struct ServeArgs {
   std::string model;
@@ -93,8 +131,9 @@ int run_serve(const ServeArgs& a) {
   if (a.model.empty() && !fs::exists(model))
     throw Error("no -m given and the default model " + model + " is missing");
 
-  // SIGINT and SIGTERM are taken by sigwait below: blocked here, before any thread exists, so
-  // every thread inherits the mask and none is interrupted mid-request.
+  // The threads cm serve starts (HTTP, engine, OpenMP) block SIGINT and SIGTERM, so that none is
+  // interrupted mid-request; the main thread unblocks them once it waits for them.
+  install_stop_handlers();
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
@@ -146,17 +185,10 @@ int run_serve(const ServeArgs& a) {
   front.set_ready(&engine, info);
   log(a.quiet, "ready: " + model);
 
-  int signal = 0;
-  sigwait(&stop_signals, &signal);
+  pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
+  const int signal = wait_for_stop_signal();
   log(a.quiet, std::string("stopping (") + (signal == SIGINT ? "SIGINT" : "SIGTERM") +
                    "): finishing the requests in flight");
-  // A second signal ends the process at once, whatever is still running.
-  std::thread([stop_signals, quiet = a.quiet]() mutable {
-    int second = 0;
-    sigwait(&stop_signals, &second);
-    if (!quiet) std::cerr << "cm serve: second signal: exiting now" << std::endl;
-    std::_Exit(128 + second);
-  }).detach();
   front.begin_shutdown();
   const auto grace = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
       std::chrono::duration<double>(a.shutdown_grace));

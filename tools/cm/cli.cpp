@@ -1,52 +1,23 @@
-// cm: the consistency.cpp command-line program.
-#include <CLI/CLI.hpp>
+// cm's subcommands, in libcm_cli.so: the `cm` launcher (launcher.cpp) loads it for everything
+// but `cm --version`.
 #include <c10/util/Exception.h>
 #include <torch/version.h>
+#include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <iostream>
 #include <string>
-#include <unistd.h>
 
 #include "cm/error.h"
 #include "cm/system.h"
-#include "memory_policy.h"
+#include "cm/tuning.h"
 #include "subcommands.h"
 
-namespace {
-
-// OpenBLAS reads its settings only when it is loaded, so when the user hasn't chosen them, set
-// them and start over once:
-// - OPENBLAS_CORETYPE: OpenBLAS 0.3.21 (Debian 12) predates AVX-512 CPUs such as Zen 5 and falls
-//   back to slower kernels; attention and linear layers ran ~2x slower.
-// - OPENBLAS_NUM_THREADS=1: Debian's OpenBLAS keeps its own pthreads, which spin and yield
-//   between calls on the cores LibTorch's OpenMP threads (and oneDNN's convolutions) need: a
-//   float32 ImageNet-64 forward ran ~20% faster without them (docs/performance.md). Measured for
-//   sampling only, so `cm train` keeps OpenBLAS's threads.
-void select_openblas_kernels(char** argv) {
-  if (std::getenv("CM_NO_REEXEC")) return;
-  bool changed = false;
-  const bool training = argv[0] && argv[1] && std::string(argv[1]) == "train";
-  if (!std::getenv("OPENBLAS_NUM_THREADS") && !training) {
-    setenv("OPENBLAS_NUM_THREADS", "1", 1);
-    changed = true;
-  }
-#if defined(__x86_64__)
-  __builtin_cpu_init();
-  if (!std::getenv("OPENBLAS_CORETYPE") && __builtin_cpu_supports("avx512f")) {
-    setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
-    changed = true;
-  }
-#endif
-  if (!changed) return;
-  setenv("CM_NO_REEXEC", "1", 1);
-  execv("/proc/self/exe", argv);  // returns only on failure: carry on with the defaults
-}
-
-}  // namespace
-
-int main(int argc, char** argv) {
-  select_openblas_kernels(argv);
-  cm::cli::memory_policy_for_loading();
+extern "C" __attribute__((visibility("default"))) int cm_cli_main(int argc, char** argv) {
+  // OpenBLAS's own threads stay for training, where they were never measured to hurt.
+  cm::BlasTuning blas;
+  blas.single_thread = !(argc > 1 && std::string(argv[1]) == "train");
+  cm::tune_blas(blas);
+  cm::memory_policy_for_loading();
   CLI::App app{"cm: consistency models in C++ (one-step and few-step image generation)", "cm"};
   app.set_version_flag("--version", cm::version_line());
   app.require_subcommand(1);
@@ -61,12 +32,14 @@ int main(int argc, char** argv) {
   commands.emplace_back(download, cm::cli::add_download(*download));
   auto* models = app.add_subcommand("models", "List the models in the Hugging Face cache");
   commands.emplace_back(models, cm::cli::add_models(*models));
-  auto* train = app.add_subcommand("train", "Train a consistency model (iCT, CT, CD) or an EDM teacher");
+  auto* train =
+      app.add_subcommand("train", "Train a consistency model (iCT, CT, CD) or an EDM teacher");
   commands.emplace_back(train, cm::cli::add_train(*train));
   auto* train_classifier =
       app.add_subcommand("train-classifier", "Train the Fashion-MNIST classifier cm eval uses");
   commands.emplace_back(train_classifier, cm::cli::add_train_classifier(*train_classifier));
-  auto* eval = app.add_subcommand("eval", "Fréchet distance and class accuracy of a model's samples");
+  auto* eval =
+      app.add_subcommand("eval", "Fréchet distance and class accuracy of a model's samples");
   commands.emplace_back(eval, cm::cli::add_eval(*eval));
   auto* bench = app.add_subcommand("bench", "Measure generation speed against the machine's peak");
   commands.emplace_back(bench, cm::cli::add_bench(*bench));
@@ -85,7 +58,14 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version are "errors" with exit code 0: CLI11 prints them.
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::string where = "cm";
+    for (auto& [sub, run] : commands) {
+      if (sub->parsed()) where += " " + sub->get_name();
+    }
+    std::cerr << "error: " << e.what() << " (see '" << where << " --help')" << std::endl;
+    return 1;
   }
   try {
     for (auto& [sub, run] : commands) {

@@ -1,0 +1,44 @@
+// Process-wide tuning for speed on the CPU: the BLAS library's threads and kernels, and glibc's
+// allocator policy. cm makes these calls itself (tools/cm/main.cpp); a program that embeds the
+// library makes them when it wants the same speed. Nothing here runs unless called.
+#pragma once
+
+#include <string>
+
+namespace cm {
+
+struct BlasInfo {
+  std::string library;  // "OpenBLAS", or "" when LibTorch's BLAS is not an OpenBLAS we can query
+  std::string core;     // the kernels OpenBLAS runs (its core name, e.g. "SkylakeX")
+  int threads = 0;      // OpenBLAS's own threads used per call
+};
+
+struct BlasTuning {
+  // One OpenBLAS thread per call: OpenBLAS's own pthreads spin and yield between calls on the
+  // cores LibTorch's OpenMP threads (and oneDNN's convolutions) need; a float32 ImageNet-64
+  // forward ran ~20% faster without them (docs/performance.md). Measured for sampling only.
+  bool single_thread = true;
+  // On an AVX-512 CPU that the loaded OpenBLAS does not recognise (Debian 12's 0.3.21 predates
+  // Zen 5, and falls back to AVX2 kernels), its SkylakeX kernels: attention and linear layers ran
+  // ~2x faster with them.
+  bool avx512_kernels = true;
+};
+
+// Applies `tuning` to the OpenBLAS LibTorch uses, leaving alone what the user chose through
+// OPENBLAS_NUM_THREADS or OPENBLAS_CORETYPE; call it before the first BLAS call (at the start of
+// main). Returns what is in effect afterwards. Without OpenBLAS it does nothing.
+BlasInfo tune_blas(const BlasTuning& tuning = {});
+BlasInfo blas_info();
+
+// glibc's malloc policy, in two phases. glibc serves blocks below its mmap threshold from the
+// heap, whose freed pages stay resident, and above it with mmap, which returns them on free but
+// page-faults them in again on every allocation.
+// - While weights are loaded and packed, the threshold is 8 MB, so freed weight-sized blocks leave
+//   the process: ImageNet-64 peaked at 1581 MB with glibc's default and 1458 MB with this.
+// - Once the first call is done, only activations come and go: the threshold is raised to 512 MB
+//   so they are reused from the heap instead of faulted in (LSUN-256 float32: 10.5 → 8.6 s).
+// MALLOC_MMAP_THRESHOLD_ in the environment overrides both.
+void memory_policy_for_loading();
+void memory_policy_for_running();
+
+}  // namespace cm
