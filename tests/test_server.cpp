@@ -466,6 +466,62 @@ TEST_F(Server, MetricsMove) {
   EXPECT_NE(after.find("cm_latency_seconds_count"), std::string::npos);
 }
 
+// cm bench --serve: the C++ load generator against the real server (timings are not tested, only
+// that the rows add up and agree with the server's own counters).
+TEST_F(Server, BenchServeMeasuresTheServer) {
+  const std::string url = "http://127.0.0.1:" + std::to_string(server_->port());
+  auto c = server_->client();
+  const double images_before = metric(c.Get("/metrics", auth())->body, "cm_images_total");
+  const auto r = run_shell(std::string(CM_BINARY) + " bench --serve " + url + " --api-key " + kKey +
+                           " --concurrency 1,3 --duration 1.5 --warmup 0.3 --steps 1,2 --json " +
+                           "2>" + path("bench_serve.err"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const json out = json::parse(r.output);
+  ASSERT_EQ(out.at("rows").size(), 2u) << r.output;
+  EXPECT_EQ(out["settings"]["steps"], json({1, 2}));
+  double requests = 0;
+  for (size_t i = 0; i < 2; ++i) {
+    const json& row = out["rows"][i];
+    EXPECT_EQ(row["concurrency"], i == 0 ? 1 : 3);
+    EXPECT_EQ(row["errors"], 0) << row;
+    ASSERT_GT(row["requests"].get<double>(), 0) << row;
+    requests += row["requests"].get<double>();
+    EXPECT_NEAR(row["images_per_s"].get<double>(),
+                row["requests"].get<double>() / row["seconds"].get<double>(), 1e-9);
+    EXPECT_LE(row["latency_p50_s"].get<double>(), row["latency_p95_s"].get<double>());
+    EXPECT_LE(row["latency_p95_s"].get<double>(), row["latency_p99_s"].get<double>());
+    EXPECT_GT(row["unet_calls"].get<double>(), 0) << row;
+    // --max-batch 4: never more than 4 images per call, and at least one.
+    EXPECT_GE(row["images_per_unet_call"].get<double>(), 1.0) << row;
+    EXPECT_LE(row["images_per_unet_call"].get<double>(), 4.0) << row;
+    EXPECT_GT(row["engine_busy"].get<double>(), 0.0) << row;
+    EXPECT_LE(row["engine_busy"].get<double>(), 1.05) << row;
+  }
+  // Every counted request made an image on the server (warm-ups and the requests in flight at
+  // the end come on top).
+  const double images_after = metric(c.Get("/metrics", auth())->body, "cm_images_total");
+  EXPECT_GE(images_after - images_before, requests);
+}
+
+TEST_F(Server, BenchServeErrorsAreOneLine) {
+  const std::string url = "http://127.0.0.1:" + std::to_string(server_->port());
+  auto r = run_cm("bench --serve " + url + " --duration 1");  // /metrics needs the key
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("error: GET " + url + "/metrics: HTTP 401"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("(--api-key?)"), std::string::npos) << r.output;
+  r = run_cm("bench --serve ftp://127.0.0.1:1 --duration 1");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("error: --serve: expected http://HOST[:PORT][/PREFIX]"),
+            std::string::npos)
+      << r.output;
+  r = run_cm("bench --serve " + url + " --concurrency 0 --api-key " + kKey);
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("error: --concurrency: each level must be between 1 and 4096, got 0"),
+            std::string::npos)
+      << r.output;
+}
+
 class ServerStop : public TempDirTest {};
 
 TEST_F(ServerStop, SigtermFinishesInFlightWorkAndExitsZero) {

@@ -6,8 +6,11 @@
 #include "cm/bench.h"
 #include "cm/error.h"
 #include "common.h"
-#include "memory_policy.h"
+#include "cm/tuning.h"
 #include "subcommands.h"
+#if CM_SERVER
+#include "server/load_test.h"
+#endif
 
 namespace cm::cli {
 
@@ -17,6 +20,8 @@ Runner add_bench(CLI::App& app) {
     std::string models = "imagenet64", batches = "1", steps = "1", dtypes = "float32",
                 threads = "0", save, timesteps, graphs = "on";
     bool json = false, flops = false, kernels = false;
+    std::string serve, concurrency = "1,4,16,64", api_key;
+    double duration = 20, warmup = -1;
   };
   auto a = std::make_shared<Args>();
   app.add_option("-m,--model", a->models,
@@ -41,6 +46,19 @@ Runner add_bench(CLI::App& app) {
                "time each fused CPU kernel against the plain ops it replaces (uses --dtype, the "
                "first --threads, --repetitions) and exit");
   app.add_flag("--json", a->json, "JSON instead of a markdown table");
+#if CM_SERVER
+  app.add_option("--serve", a->serve,
+                 "load-test a running cm serve at URL instead (closed-loop clients; --steps are "
+                 "cycled, 1,2 for a mix; docs/server.md)");
+  app.add_option("--concurrency", a->concurrency, "--serve: comma-separated client counts")
+      ->capture_default_str();
+  app.add_option("--duration", a->duration, "--serve: counted seconds per level")
+      ->capture_default_str();
+  app.add_option("--warmup", a->warmup,
+                 "--serve: seconds run before each level, not counted (default min(5, "
+                 "duration/4))");
+  app.add_option("--api-key", a->api_key, "--serve: sent as Authorization: Bearer KEY");
+#endif
   return [a] {
     auto split = [](const std::string& s) {
       std::vector<std::string> out;
@@ -58,6 +76,28 @@ Runner add_bench(CLI::App& app) {
       for (auto v : parse_int_list(opt, s)) out.push_back(static_cast<int>(v));
       return out;
     };
+#if CM_SERVER
+    if (!a->serve.empty()) {
+      server::LoadTestOptions lo;
+      lo.url = a->serve;
+      lo.concurrency = ints("--concurrency", a->concurrency);
+      lo.steps = ints("--steps", a->steps);
+      lo.duration_s = a->duration;
+      lo.warmup_s = a->warmup;
+      lo.api_key = a->api_key;
+      const auto rows = server::run_load_test(lo, [](const server::LoadTestRow& r) {
+        std::fprintf(stderr, "concurrency %d: %.2f images/s, %lld errors%s%s\n", r.concurrency,
+                     r.images_per_s, static_cast<long long>(r.errors),
+                     r.first_error.empty() ? "" : "; first: ", r.first_error.c_str());
+      });
+      std::fputs((a->json ? server::load_test_json(lo, rows) : server::load_test_markdown(lo, rows))
+                     .c_str(),
+                 stdout);
+      for (const auto& r : rows)
+        if (r.errors > 0) return 1;
+      return 0;
+    }
+#endif
     a->o.models = split(a->models);
     a->o.batch_sizes = ints("--batch-size", a->batches);
     a->o.steps = ints("--steps", a->steps);
