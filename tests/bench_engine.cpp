@@ -4,8 +4,10 @@
 // the HTTP side's. Built with the tests, not run by CTest (timings are not tested).
 //   build/tests/bench_engine MODEL [clients=16] [threads=2] [seconds=10] [batch_wait_ms=0]
 // (It tunes OpenBLAS and the allocator as `cm` does, cm/tuning.h.)
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -56,6 +58,7 @@ int main(int argc, char** argv) {
     std::atomic<bool> counting{false}, stop{false};
     std::atomic<long> images{0}, submit_ns{0}, submits{0};
     std::vector<std::thread> pool;
+    std::vector<std::vector<double>> latencies(static_cast<size_t>(clients));  // ms, per client
     for (int c = 0; c < clients; ++c)
       pool.emplace_back([&, c] {
         uint64_t seed = static_cast<uint64_t>(c) << 32;
@@ -71,7 +74,11 @@ int main(int argc, char** argv) {
           }
           engine.wait(id);
           engine.forget(id);
-          if (counting) ++images;
+          if (counting) {
+            ++images;
+            latencies[static_cast<size_t>(c)].push_back(
+                std::chrono::duration<double, std::milli>(Clock::now() - begin).count());
+          }
         }
       });
     std::this_thread::sleep_for(std::chrono::seconds(2));  // warm-up, not counted
@@ -84,15 +91,25 @@ int main(int argc, char** argv) {
     const EngineStats after = engine.stats();
     stop = true;
     for (auto& t : pool) t.join();
+    std::vector<double> all;
+    for (const auto& mine : latencies) all.insert(all.end(), mine.begin(), mine.end());
+    std::sort(all.begin(), all.end());
+    auto percentile = [&all](double q) {  // nearest rank
+      if (all.empty()) return 0.0;
+      const auto rank = static_cast<size_t>(std::ceil(q * static_cast<double>(all.size())));
+      return all[std::max<size_t>(rank, 1) - 1];
+    };
     const double calls = static_cast<double>(after.batch_size.count - before.batch_size.count);
     const double batched = after.batch_size.sum - before.batch_size.sum;
     const double busy = after.busy_seconds - before.busy_seconds;
     std::printf(
         "clients %d, threads %d, batch wait %d ms: %.1f images/s, %.0f calls, %.2f images per "
-        "call, engine busy %.0f%%, %.2f ms per image computing, submit %.3f ms per request\n",
+        "call, engine busy %.0f%%, %.2f ms per image computing, submit %.3f ms per request; "
+        "latency p50 %.1f / p95 %.1f / p99 %.1f ms\n",
         clients, threads, wait_ms, images / elapsed, calls, calls > 0 ? batched / calls : 0.0,
         100 * busy / elapsed, batched > 0 ? 1000 * busy / batched : 0.0,
-        submits > 0 ? submit_ns / 1e6 / submits : 0.0);
+        submits > 0 ? submit_ns / 1e6 / submits : 0.0, percentile(0.50), percentile(0.95),
+        percentile(0.99));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_engine: %s\n", e.what());
     return 1;

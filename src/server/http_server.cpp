@@ -63,13 +63,22 @@ void HttpServer::start() {
   http_->set_tcp_nodelay(true);
   // httplib's default also sets SO_REUSEPORT, which lets a second server bind a port in use and
   // take half its connections; only SO_REUSEADDR, so a busy port is an error.
-  http_->set_socket_options([](int sock) {
+  int listener = -1;
+  http_->set_socket_options([&listener](int sock) {
     const int yes = 1;
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    listener = sock;
   });
+  // httplib closes a kept-alive connection after 5 requests by default: closed-loop clients then
+  // reconnect every fifth image, and a request sent as the server closes fails.
+  http_->set_keep_alive_max_count(100000);
   if (!http_->bind_to_port(options_.host, options_.port))
     throw Error("--host/--port: cannot listen on " + options_.host + ":" +
                 std::to_string(options_.port) + " (in use, or not an address of this machine)");
+  // Debian's httplib listens with a backlog of 5: 64 clients connecting at once overflowed it, and
+  // the refused ones retried after a second (p99 2.7 s at concurrency 64). listen() again on the
+  // bound socket raises it.
+  if (listener >= 0) ::listen(listener, SOMAXCONN);
   thread_ = std::thread([this] { http_->listen_after_bind(); });
 }
 

@@ -356,3 +356,21 @@ def test_sigterm_grace_then_second_signal():
     s.proc.send_signal(signal.SIGTERM)
     assert s.proc.wait(timeout=10) == 128 + signal.SIGTERM
     sock.close()
+
+
+def test_kept_alive_connection_serves_many_requests(server):
+    # httplib's default closes a connection after its fifth request; closed-loop clients then
+    # reconnect every fifth image, and one that sends as the server closes gets a read error.
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    conn.connect()
+    first = conn.sock
+    for seed in range(12):
+        conn.request("POST", "/v1/images/generations", json.dumps({"seed": seed}),
+                     {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200
+        assert (r.getheader("Connection") or "").lower() != "close", seed
+        assert conn.sock is first, seed
+    conn.close()
