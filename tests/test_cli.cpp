@@ -1,36 +1,36 @@
 // The real cm binary, run as a user would: exact pixels against diffusers' golden images, and a
 // one-line error with a non-zero exit for bad input.
+#include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
-#include <gtest/gtest.h>
 
 #include "temp_dir_test.h"
 
+#include <sys/wait.h>
 #include <array>
 #include <cstdio>
 #include <filesystem>
-#include <sys/wait.h>
 
 #include "cm/image_io.h"
 #include "golden.h"
-#include "run_cm.h"
 #include "io/state_dict.h"
+#include "run_cm.h"
 
 namespace cm {
 namespace {
 
 namespace fs = std::filesystem;
 
-using test::RunResult;
 using test::run_cm;
+using test::RunResult;
 
 class CliTest : public test::TempDirTest {};
 
 const std::string kCond = CM_GOLDEN_DIR "/tiny_cond";
 
 TEST_F(CliTest, OneStepPngHasExactlyTheGoldenPixels) {
-  const auto r = run_cm("generate -m " + kCond + "/model --seed 0 --steps 1 --class 3 -o " +
-                        path("x.png"));
+  const auto r =
+      run_cm("generate -m " + kCond + "/model --seed 0 --steps 1 --class 3 -o " + path("x.png"));
   ASSERT_EQ(r.status, 0) << r.output;
   TextChunks text;
   const ImageU8 img = read_png(path("x.png"), &text);
@@ -66,8 +66,8 @@ TEST_F(CliTest, MultistepNpyMatchesGoldenImages) {
 }
 
 TEST_F(CliTest, NpzHoldsUint8SamplesAndLabels) {
-  const auto r = run_cm("generate -m " + kCond + "/model --seed 7 --steps 3 -n 2 --class 1,2 -q -o " +
-                        path("s.npz"));
+  const auto r = run_cm("generate -m " + kCond +
+                        "/model --seed 7 --steps 3 -n 2 --class 1,2 -q -o " + path("s.npz"));
   ASSERT_EQ(r.status, 0) << r.output;
   const auto arrays = read_npz(path("s.npz"));
   ASSERT_EQ(arrays.size(), 2u);
@@ -115,6 +115,22 @@ TEST_F(CliTest, BadArgumentsGiveOneLineErrors) {
       {"", "error: A subcommand is required"},
       {"generate --bogus", "--bogus"},
       {"generate -s abc", "abc"},
+      // Values that crashed, hung or were accepted silently (issue 15).
+      {"generate " + model + " -t 100000", "--threads"},
+      {"generate " + model + " -t -1", "--threads"},
+      {"generate " + model + " --per-class 0", "--per-class"},
+      {"train --log-every 0 -q -o " + path("run"), "--log-every"},
+      {"train --ema-rate 2 -q -o " + path("run"), "--ema-rate"},
+      {"train --ict-s0 0 -q -o " + path("run"), "--ict-s0"},
+      {"train --cd-scales 0 --method cd -q -o " + path("run"), "--cd-scales"},
+      {"train --warmup -5 -q -o " + path("run"), "--warmup"},
+      {"train --stop-after 0 -q -o " + path("run"), "--stop-after"},
+      {"train --num-classes -1 -q -o " + path("run"), "--num-classes"},
+      {"train-classifier -n 0 -o " + path("cls"), "--batch-size"},
+      {"train-classifier --epochs 0 -o " + path("cls"), "--epochs"},
+      {"eval --per-class 0", "--per-class"},
+      {"eval --real-limit -5", "--real-limit"},
+      {"bench -m tiny_cond -r 0", "--repetitions"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.args);

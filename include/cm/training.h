@@ -56,7 +56,7 @@ struct TrainOptions {
   double edm_p_mean = -1.2, edm_p_std = 1.2;
 
   uint64_t seed = 0;
-  int64_t checkpoint_every = 1000;
+  int64_t checkpoint_every = 1000;  // 0: only at the end (and when stopped)
   int64_t sample_every = 1000;   // sample grid PNG (one image per class), 0 disables
   int64_t log_every = 10;
   bool bf16 = false;             // bfloat16 autocast for the forward passes

@@ -1,9 +1,9 @@
 // cm train-classifier and cm eval.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <torch/optim/adam.h>
 #include <chrono>
 #include <cstdio>
-#include <torch/optim/adam.h>
 
 #include "cm/error.h"
 #include "cm/eval.h"
@@ -25,6 +25,9 @@ double accuracy(Classifier& model, const at::Tensor& images, const at::Tensor& l
 }  // namespace
 
 ClassifierTrainResult train_classifier(const ClassifierTrainOptions& o) {
+  if (o.batch_size < 1)
+    throw Error("--batch-size: must be at least 1, got " + std::to_string(o.batch_size));
+  if (o.epochs < 1) throw Error("--epochs: must be at least 1, got " + std::to_string(o.epochs));
   const auto start = std::chrono::steady_clock::now();
   const Dataset train = load_dataset(o.data);
   const Dataset test = load_fashion_mnist(kFashionMnistDir, "test");
@@ -33,6 +36,9 @@ ClassifierTrainResult train_classifier(const ClassifierTrainOptions& o) {
   torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(o.lr));
   auto gen = at::detail::createCPUGenerator(o.seed);
   const int64_t n = static_cast<int64_t>(train.size());
+  if (o.batch_size > n)
+    throw Error("--batch-size: " + std::to_string(o.batch_size) + " is more than the " +
+                std::to_string(n) + " training images");
   const int64_t steps_per_epoch = n / o.batch_size;
   for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
     model->train();
@@ -72,10 +78,14 @@ ClassifierTrainResult train_classifier(const ClassifierTrainOptions& o) {
 }
 
 EvalResult evaluate(const EvalOptions& o) {
+  if (o.samples_per_class < 1)
+    throw Error("--per-class: must be at least 1, got " + std::to_string(o.samples_per_class));
+  if (o.real_limit < 0)
+    throw Error("--real-limit: must be 0 (all) or more, got " + std::to_string(o.real_limit));
   Classifier classifier = load_classifier(o.classifier);
   const Dataset test = load_fashion_mnist(kFashionMnistDir, "test", o.real_limit);
-  const Dataset train = load_fashion_mnist(kFashionMnistDir, "train",
-                                           o.real_limit > 0 ? o.real_limit : 10000);
+  const Dataset train =
+      load_fashion_mnist(kFashionMnistDir, "train", o.real_limit > 0 ? o.real_limit : 10000);
   const auto test_features = classify_all(classifier, test.images, true);
   EvalResult result;
   result.classifier_test_accuracy = accuracy(classifier, test.images, test.labels);
@@ -118,10 +128,9 @@ EvalResult evaluate(const EvalOptions& o) {
     }
   }
   const auto train_features = classify_all(classifier, train.images, true);
-  result.rows.push_back({"train vs test (real-data floor)",
-                         frechet_distance(train_features, test_features),
-                         accuracy(classifier, train.images, train.labels),
-                         static_cast<int64_t>(train.size())});
+  result.rows.push_back(
+      {"train vs test (real-data floor)", frechet_distance(train_features, test_features),
+       accuracy(classifier, train.images, train.labels), static_cast<int64_t>(train.size())});
   return result;
 }
 

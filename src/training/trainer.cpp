@@ -6,16 +6,18 @@
 #include <torch/cuda.h>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "cm/denoiser.h"
 #include "cm/error.h"
 #include "cm/output.h"
-#include "cm/safetensors.h"
 #include "cm/pipeline.h"
+#include "cm/safetensors.h"
 #include "cm/training.h"
 #include "training/autocast.h"
 #include "training/checkpoint.h"
@@ -33,7 +35,9 @@ namespace fs = std::filesystem;
 namespace {
 
 std::atomic<bool> g_interrupted{false};
-extern "C" void on_sigint(int) { g_interrupted = true; }
+extern "C" void on_sigint(int) {
+  g_interrupted = true;
+}
 
 UNet2DModel clone_unet(const UNet2DModel& m) {
   UNet2DModel copy(m->config());
@@ -63,7 +67,8 @@ at::Tensor distance(const std::string& kind, const at::Tensor& a, const at::Tens
 // "cpu", "cuda" (this process's GPU: LOCAL_RANK, else RANK modulo the GPU count) or "cuda:N".
 at::Device training_device(const std::string& name, const DistributedOptions& d) {
   if (name == "cpu") return at::kCPU;
-  if (name.rfind("cuda", 0) != 0) throw Error("--device: unknown value '" + name + "' (cpu, cuda, cuda:N)");
+  if (name.rfind("cuda", 0) != 0)
+    throw Error("--device: unknown value '" + name + "' (cpu, cuda, cuda:N)");
   const auto count = static_cast<int>(torch::cuda::device_count());
   if (count == 0) throw Error("--device " + name + ": no CUDA device is visible to this process");
   int index = 0;
@@ -88,6 +93,46 @@ struct Batch {
   std::optional<at::Tensor> labels;
 };
 
+std::string text(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
+// Values the training arithmetic cannot use, refused by the flag's name before anything runs
+// (a log interval of 0 divided by zero; N below 2 gave an empty multinomial).
+void check_ranges(const TrainOptions& o) {
+  auto at_least = [](int64_t v, int64_t min, const char* flag) {
+    if (v < min)
+      throw Error(std::string(flag) + ": must be at least " + std::to_string(min) + ", got " +
+                  std::to_string(v));
+  };
+  at_least(o.log_every, 1, "--log-every");
+  at_least(o.checkpoint_every, 0, "--checkpoint-every");  // 0: only at the end
+  at_least(o.sample_every, 0, "--sample-every");
+  at_least(o.warmup, 0, "--warmup");
+  at_least(o.data_limit, 0, "--data-limit");
+  at_least(o.ict_s0, 2, "--ict-s0");
+  at_least(o.ict_s1, o.ict_s0, "--ict-s1 (at least --ict-s0)");
+  at_least(o.ct_s0, 2, "--ct-s0");
+  at_least(o.ct_s1, o.ct_s0, "--ct-s1 (at least --ct-s0)");
+  at_least(o.cd_scales, 2, "--cd-scales");
+  at_least(o.stop_after, 0, "--stop-after");
+  auto unit = [](double v, const char* flag, bool closed) {
+    if (!(v >= 0 && (closed ? v <= 1 : v < 1)))
+      throw Error(std::string(flag) + ": must be in [0, 1" + (closed ? "]" : ")") + ", got " +
+                  text(v));
+  };
+  unit(o.ema_rate, "--ema-rate", true);
+  unit(o.ct_mu0, "--ct-mu0", false);
+  unit(o.cd_target_ema, "cd_target_ema", false);
+  if (!(o.lr > 0) || !std::isfinite(o.lr))
+    throw Error("--lr: must be more than 0, got " + text(o.lr));
+  if (!std::isfinite(o.grad_clip)) throw Error("--grad-clip: must be finite");
+  if (!(o.max_minutes >= 0))
+    throw Error("--max-minutes: must be 0 or more, got " + text(o.max_minutes));
+}
+
 class Trainer {
  public:
   explicit Trainer(const TrainOptions& o) : o_(o) {
@@ -95,6 +140,7 @@ class Trainer {
       throw Error("--method: unknown value '" + o.method + "' (ict, ct, cd, edm)");
     if (o.total_steps < 1) throw Error("--steps: must be at least 1");
     if (o.batch_size < 1) throw Error("--batch-size: must be at least 1");
+    check_ranges(o);
     if (o.optimizer != "adam" && o.optimizer != "radam")
       throw Error("--optimizer: unknown value '" + o.optimizer + "' (adam, radam)");
     data_ = load_dataset(o.data, o.data_limit, o.unet.sample_size, o.unet.in_channels);
@@ -111,8 +157,9 @@ class Trainer {
                   std::to_string(u.in_channels) + "×" + std::to_string(u.sample_size) + "²");
     conditional_ = u.num_class_embeds.has_value();
     if (conditional_ && data_.class_names.empty())
-      throw Error("--data: '" + o.data +
-                  "' has no class sub-folders, but the model is class-conditional (--num-classes 0)");
+      throw Error(
+          "--data: '" + o.data +
+          "' has no class sub-folders, but the model is class-conditional (--num-classes 0)");
     if (conditional_ && *u.num_class_embeds < static_cast<int>(data_.class_names.size()))
       throw Error("num_class_embeds is smaller than the dataset's class count");
 
@@ -140,11 +187,12 @@ class Trainer {
     if (o.method == "cd") {
       if (o.teacher.empty()) throw Error("--teacher: required for --method cd");
       const fs::path t(o.teacher);
-      teacher_ = load_unet(fs::exists(t / "unet") ? (t / "unet").string() : o.teacher,
-                           at::kFloat, device_);
+      teacher_ = load_unet(fs::exists(t / "unet") ? (t / "unet").string() : o.teacher, at::kFloat,
+                           device_);
     }
     if (o.optimizer == "radam")
-      s_.optimizer = std::make_unique<RAdam>(s_.online->parameters(), torch::optim::AdamOptions(o.lr));
+      s_.optimizer =
+          std::make_unique<RAdam>(s_.online->parameters(), torch::optim::AdamOptions(o.lr));
     else
       s_.optimizer = std::make_unique<torch::optim::Adam>(s_.online->parameters(),
                                                           torch::optim::AdamOptions(o.lr));
@@ -218,9 +266,7 @@ class Trainer {
   }
 
  private:
-  double current_lr() const {
-    return o_.lr * warmup_factor(s_.step, o_.warmup);
-  }
+  double current_lr() const { return o_.lr * warmup_factor(s_.step, o_.warmup); }
 
   // Every rank draws the whole global batch from the same generator and keeps its own slice, so
   // W processes with batch B see exactly what one process with batch W·B sees.
@@ -260,10 +306,13 @@ class Trainer {
     if (o_.method == "edm") {
       const auto sigma =
           (mine(at::randn({global_batch()}, s_.generator, at::TensorOptions().dtype(at::kFloat))) *
-               o_.edm_p_std + o_.edm_p_mean).exp().to(device_);
+               o_.edm_p_std +
+           o_.edm_p_mean)
+              .exp()
+              .to(device_);
       const double sd = o_.scheduler.sigma_data;
-      const auto d = edm_denoise(*s_.online, b.x + sigma.reshape({-1, 1, 1, 1}) * z, sigma,
-                                 b.labels, sd);
+      const auto d =
+          edm_denoise(*s_.online, b.x + sigma.reshape({-1, 1, 1, 1}) * z, sigma, b.labels, sd);
       const auto weight = (sigma.pow(2) + sd * sd) / (sigma * sd).pow(2);
       loss = (weight * (d - b.x).pow(2).flatten(1).mean(1)).mean();
       p.num_scales = 0;
@@ -271,13 +320,14 @@ class Trainer {
     } else {
       const bool ict = o_.method == "ict";
       const int64_t n = ict ? ict_num_scales(s_.step, o_.total_steps, o_.ict_s0, o_.ict_s1)
-                      : o_.method == "ct" ? ct_num_scales(s_.step, o_.total_steps, o_.ct_s0,
-                                                          o_.ct_s1)
-                                          : o_.cd_scales;
+                        : o_.method == "ct"
+                            ? ct_num_scales(s_.step, o_.total_steps, o_.ct_s0, o_.ct_s1)
+                            : o_.cd_scales;
       const auto grid = karras_grid(n, o_.scheduler);
       at::Tensor idx;
       if (ict) {
-        const auto probs = at::tensor(lognormal_index_probs(grid, o_.p_mean, o_.p_std), at::kDouble);
+        const auto probs =
+            at::tensor(lognormal_index_probs(grid, o_.p_mean, o_.p_std), at::kDouble);
         idx = mine(at::multinomial(probs, global_batch(), /*replacement=*/true, s_.generator));
       } else {
         idx = mine(at::randint(0, n - 1, {global_batch()}, s_.generator,
@@ -308,7 +358,7 @@ class Trainer {
         loss = distance(o_.distance, out.to(at::kFloat), target.to(at::kFloat)).mean();
       }
       p.num_scales = n;
-      p.target_ema = o_.method == "ct" ? ct_target_ema(n, o_.ct_s0, o_.ct_mu0)
+      p.target_ema = o_.method == "ct"   ? ct_target_ema(n, o_.ct_s0, o_.ct_mu0)
                      : o_.method == "cd" ? o_.cd_target_ema
                                          : 0.0;
     }
@@ -322,8 +372,9 @@ class Trainer {
     const Batch b = draw_batch();
     auto global_shape = b.x.sizes().vec();
     global_shape[0] = global_batch();
-    const auto z = mine(at::randn(global_shape, s_.generator, at::TensorOptions().dtype(at::kFloat)))
-                       .to(device_);
+    const auto z =
+        mine(at::randn(global_shape, s_.generator, at::TensorOptions().dtype(at::kFloat)))
+            .to(device_);
     at::Tensor loss;
     {
       // The forward passes; backward follows their dtypes.
@@ -345,7 +396,8 @@ class Trainer {
   }
 
   int64_t final_num_scales() const {
-    if (o_.method == "ict") return ict_num_scales(o_.total_steps, o_.total_steps, o_.ict_s0, o_.ict_s1);
+    if (o_.method == "ict")
+      return ict_num_scales(o_.total_steps, o_.total_steps, o_.ict_s0, o_.ict_s1);
     if (o_.method == "ct") return ct_num_scales(o_.total_steps, o_.total_steps, o_.ct_s0, o_.ct_s1);
     if (o_.method == "cd") return o_.cd_scales;
     return 40;
@@ -400,7 +452,8 @@ TrainProgress train(const TrainOptions& options, const TrainCallback& on_log) {
 }
 
 int64_t checkpoint_step(const std::string& output_dir) {
-  const std::string path = (fs::path(output_dir) / "checkpoint" / "training_state.safetensors").string();
+  const std::string path =
+      (fs::path(output_dir) / "checkpoint" / "training_state.safetensors").string();
   SafeTensorsFile file(path);
   auto it = file.metadata().find("step");
   if (it == file.metadata().end()) throw Error(path + ": checkpoint has no step");

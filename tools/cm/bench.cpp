@@ -5,8 +5,8 @@
 
 #include "cm/bench.h"
 #include "cm/error.h"
-#include "common.h"
 #include "cm/tuning.h"
+#include "common.h"
 #include "subcommands.h"
 #if CM_SERVER
 #include "server/load_test.h"
@@ -27,20 +27,23 @@ Runner add_bench(CLI::App& app) {
   app.add_option("-m,--model", a->models,
                  "comma-separated: imagenet64, lsun256, tiny_cond, tiny_uncond or model folders")
       ->capture_default_str();
-  app.add_option("-b,--batch-size", a->batches, "comma-separated batch sizes")->capture_default_str();
+  app.add_option("-b,--batch-size", a->batches, "comma-separated batch sizes")
+      ->capture_default_str();
   app.add_option("--steps", a->steps, "comma-separated step counts")->capture_default_str();
   app.add_option("--dtype", a->dtypes, "comma-separated: float32, bfloat16, float16")
       ->capture_default_str();
   app.add_option("-t,--threads", a->threads, "comma-separated thread counts (0: all)")
       ->capture_default_str();
   app.add_option("-r,--repetitions", a->o.repetitions, "timed runs per row (median)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(at_least(1));
   app.add_option("--device", a->o.device, "cpu, cuda or cuda:N")->capture_default_str();
   app.add_option("--timesteps", a->timesteps,
                  "explicit descending timesteps, e.g. 17,0 (instead of --steps)");
   app.add_option("--cuda-graphs", a->graphs, "CUDA: on, off or both")->capture_default_str();
-  app.add_option("--save", a->save, "write the (first) architecture as a random-weight pipeline "
-                                     "folder to DIR and exit");
+  app.add_option("--save", a->save,
+                 "write the (first) architecture as a random-weight pipeline "
+                 "folder to DIR and exit");
   app.add_flag("--flops", a->flops, "print the FLOP count of one forward and exit");
   app.add_flag("--kernels", a->kernels,
                "time each fused CPU kernel against the plain ops it replaces (uses --dtype, the "

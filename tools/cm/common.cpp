@@ -1,12 +1,12 @@
 #include "common.h"
 
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <thread>
-#include <torch/cuda.h>
-#include <ATen/Parallel.h>
 
 #include <CLI/CLI.hpp>
 
@@ -24,10 +24,14 @@ c10::ScalarType parse_dtype(const std::string& name) {
 
 std::string dtype_label(c10::ScalarType type) {
   switch (type) {
-    case c10::kFloat: return "float32";
-    case c10::kBFloat16: return "bfloat16";
-    case c10::kHalf: return "float16";
-    default: return c10::toString(type);
+    case c10::kFloat:
+      return "float32";
+    case c10::kBFloat16:
+      return "bfloat16";
+    case c10::kHalf:
+      return "float16";
+    default:
+      return c10::toString(type);
   }
 }
 
@@ -90,9 +94,28 @@ std::vector<int64_t> parse_int_list(const std::string& option, const std::string
   return out;
 }
 
+CLI::Validator at_least(long long min) {
+  return CLI::Validator(
+      [min](std::string& text) -> std::string {
+        try {
+          size_t end = 0;
+          const long long v = std::stoll(text, &end);
+          if (end == text.size() && v >= min) return "";
+        } catch (const std::exception&) {
+        }
+        return "must be at least " + std::to_string(min) + ", got " + text;
+      },
+      "INT>=" + std::to_string(min));
+}
+
 void set_threads(int threads) {
-  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  at::set_num_threads(threads);
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // More threads than cores only slow a call down; thousands never finished starting.
+  if (threads < 0 || threads > 4 * cores)
+    throw Error("-t/--threads: must be between 0 (all cores) and " + std::to_string(4 * cores) +
+                " (4 x this machine's " + std::to_string(cores) + " cores), got " +
+                std::to_string(threads));
+  at::set_num_threads(threads == 0 ? cores : threads);
 }
 
 std::string model_or_default(const std::string& model) {

@@ -9,13 +9,18 @@
 
 namespace CLI {
 class App;
-}
+class Validator;
+}  // namespace CLI
 
 namespace cm {
 struct LoadOptions;
 }
 
 namespace cm::cli {
+
+// A CLI11 check: an integer of at least `min` ("must be at least 1, got 0"; CLI11's own
+// PositiveNumber names a 300-digit upper bound).
+CLI::Validator at_least(long long min);
 
 // --device, --devices and --no-cuda-graphs, shared by generate, edit and bench.
 struct DeviceArgs {

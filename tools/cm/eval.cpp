@@ -14,8 +14,8 @@ Runner add_train_classifier(CLI::App& app) {
   auto o = std::make_shared<ClassifierTrainOptions>();
   auto threads = std::make_shared<int>(0);
   app.add_option("-o,--output", o->output, "folder for model.safetensors")->capture_default_str();
-  app.add_option("--epochs", o->epochs)->capture_default_str();
-  app.add_option("-n,--batch-size", o->batch_size)->capture_default_str();
+  app.add_option("--epochs", o->epochs)->capture_default_str()->check(at_least(1));
+  app.add_option("-n,--batch-size", o->batch_size)->capture_default_str()->check(at_least(1));
   app.add_option("--lr", o->lr)->capture_default_str();
   app.add_option("--seed", o->seed)->capture_default_str();
   app.add_option("-t,--threads", *threads, "CPU threads (default: all)");
@@ -31,17 +31,21 @@ Runner add_train_classifier(CLI::App& app) {
 Runner add_eval(CLI::App& app) {
   auto o = std::make_shared<EvalOptions>();
   // The shipped classifier, wherever cm is run from ($CM_CLASSIFIER overrides).
-  o->classifier = std::getenv("CM_CLASSIFIER") ? std::getenv("CM_CLASSIFIER") : CM_DEFAULT_CLASSIFIER;
+  o->classifier =
+      std::getenv("CM_CLASSIFIER") ? std::getenv("CM_CLASSIFIER") : CM_DEFAULT_CLASSIFIER;
   auto threads = std::make_shared<int>(0);
   app.add_option("-m,--model", o->model,
                  "pipeline folder to evaluate (absent: real test images against themselves)");
   app.add_option("--classifier", o->classifier, "classifier folder")->capture_default_str();
-  app.add_option("--per-class", o->samples_per_class, "samples per class")->capture_default_str();
+  app.add_option("--per-class", o->samples_per_class, "samples per class")
+      ->capture_default_str()
+      ->check(at_least(1));
   app.add_option("--steps", o->steps, "step counts to evaluate, e.g. 1,2")
       ->delimiter(',')
       ->capture_default_str();
   app.add_option("-s,--seed", o->seed)->capture_default_str();
-  app.add_option("--real-limit", o->real_limit, "use only N real images per split");
+  app.add_option("--real-limit", o->real_limit, "use only N real images per split")
+      ->check(at_least(1));
   app.add_option("-t,--threads", *threads, "CPU threads (default: all)");
   app.add_flag("-q,--quiet", o->quiet);
   return [o, threads] {

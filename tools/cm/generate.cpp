@@ -1,10 +1,10 @@
 // cm generate: images from a consistency model, as diffusers' ConsistencyModelPipeline makes them.
-#include <CLI/CLI.hpp>
 #include <torch/cuda.h>
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -16,9 +16,9 @@
 #include "cm/output.h"
 #include "cm/pipeline.h"
 #include "cm/training.h"
+#include "cm/tuning.h"
 #include "common.h"
 #include "generate_chunked.h"
-#include "cm/tuning.h"
 #include "hub_progress.h"
 #include "subcommands.h"
 
@@ -41,12 +41,13 @@ struct GenerateArgs {
   int threads = 0;
   bool grid = false;
   bool quiet = false;
-  int per_class = 0;  // > 0: this many images of every class, one grid row per class
+  int per_class = 0;         // > 0: this many images of every class, one grid row per class
   int64_t chunk_size = 256;  // more images than this, or several processes: chunked
 };
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 std::string join(const std::vector<int64_t>& v) {
@@ -177,9 +178,8 @@ int run_generate(const GenerateArgs& a) {
   const auto images = to_uint8_images(r.images);
   if (a.grid || a.per_class > 0) {
     std::optional<int64_t> label;
-    if (!r.class_labels.empty() &&
-        std::all_of(r.class_labels.begin(), r.class_labels.end(),
-                    [&](int64_t l) { return l == r.class_labels[0]; }))
+    if (!r.class_labels.empty() && std::all_of(r.class_labels.begin(), r.class_labels.end(),
+                                               [&](int64_t l) { return l == r.class_labels[0]; }))
       label = r.class_labels[0];
     std::string text = parameters_text(a, o.seed, r.images, o.timesteps, label);
     if (!r.class_labels.empty() && !label) text += ", classes: " + join(r.class_labels);
@@ -195,7 +195,8 @@ int run_generate(const GenerateArgs& a) {
   for (size_t i = 0; i < images.size(); ++i) {
     std::optional<int64_t> label;
     if (!r.class_labels.empty()) label = r.class_labels[i];
-    const std::string path = output_name(a.output, static_cast<int>(i), static_cast<int>(images.size()));
+    const std::string path =
+        output_name(a.output, static_cast<int>(i), static_cast<int>(images.size()));
     write_png(path, images[i],
               {{"parameters", parameters_text(a, o.seed, r.images, o.timesteps, label)}});
     std::cout << path << std::endl;
@@ -226,7 +227,8 @@ Runner add_generate(CLI::App& app) {
                  "class label(s) for class-conditional models: one for all, or one per image "
                  "(random when absent); numbers or the model's class names, e.g. sneaker");
   app.add_option("--per-class", args->per_class,
-                 "N images of every class as one grid, one row per class");
+                 "N images of every class as one grid, one row per class")
+      ->check(at_least(1));
   app.add_option("-s,--seed", args->seed, "random seed (random and printed when absent)");
   app.add_option("--variant", args->variant,
                  "weights variant, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors)");

@@ -72,10 +72,10 @@ int run_train(TrainArgs& a) {
     const double left = p.images_per_second > 0
                             ? (p.total_steps - p.step) * a.o.batch_size / p.images_per_second
                             : 0;
-    std::fprintf(stderr, "step %lld/%lld  loss %.5f  N %lld  mu %.4f  %.1f img/s  %.0f s  left %.0f s\n",
-                 static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss,
-                 static_cast<long long>(p.num_scales), p.target_ema, p.images_per_second, elapsed,
-                 left);
+    std::fprintf(
+        stderr, "step %lld/%lld  loss %.5f  N %lld  mu %.4f  %.1f img/s  %.0f s  left %.0f s\n",
+        static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss,
+        static_cast<long long>(p.num_scales), p.target_ema, p.images_per_second, elapsed, left);
   });
   if (main) std::printf("%s/checkpoint\n", a.o.output_dir.c_str());
   return p.step >= a.o.total_steps ? 0 : 130;  // 130: stopped by Ctrl-C, checkpoint written
@@ -95,7 +95,8 @@ Runner add_train(CLI::App& app) {
   app.add_option("--data-limit", o.data_limit, "use only the first N images");
   app.add_option("-o,--output", o.output_dir, "run folder (checkpoint/, samples/, train_log.csv)")
       ->capture_default_str();
-  app.add_option("--teacher", o.teacher, "cd: folder of an EDM-trained UNet (cm train --method edm)");
+  app.add_option("--teacher", o.teacher,
+                 "cd: folder of an EDM-trained UNet (cm train --method edm)");
   app.add_option("--steps", o.total_steps, "total training steps K")->capture_default_str();
   app.add_option("-n,--batch-size", o.batch_size,
                  "images per step and process (torchrun-style RANK/WORLD_SIZE/MASTER_ADDR/"
@@ -127,7 +128,8 @@ Runner add_train(CLI::App& app) {
                  "cpu, or cuda: one GPU per process (LOCAL_RANK), NCCL between processes")
       ->capture_default_str();
   app.add_flag("--resume", o.resume, "continue from <output>/checkpoint");
-  app.add_option("--stop-after", o.stop_after, "stop with a checkpoint after N steps of this run");
+  app.add_option("--stop-after", o.stop_after, "stop with a checkpoint after N steps of this run")
+      ->check(at_least(1));
   app.add_option("--max-minutes", o.max_minutes, "stop with a checkpoint after this wall time");
   app.add_flag("-q,--quiet", o.quiet, "no progress lines");
   app.add_option("--unet-config", a->unet_config, "architecture as a diffusers config.json");
@@ -139,7 +141,8 @@ Runner add_train(CLI::App& app) {
   app.add_option("--sample-size", a->sample_size)->capture_default_str();
   app.add_option("--in-channels", a->in_channels)->capture_default_str();
   app.add_option("--num-classes", a->num_classes,
-                 "class embeddings (default: the data's class count; 0: unconditional)");
+                 "class embeddings (default: the data's class count; 0: unconditional)")
+      ->check(at_least(0));
   app.add_option("-t,--threads", a->threads, "CPU threads (default: all)");
   return [a] { return run_train(*a); };
 }
