@@ -2,6 +2,7 @@
 // down, and what it saves loads as a pipeline.
 #include <filesystem>
 
+#include "cm/error.h"
 #include "cm/pipeline.h"
 #include "cm/training.h"
 #include "golden.h"
@@ -81,7 +82,8 @@ TEST(TrainingOde, HeunStepMatchesItsFormula) {
   const double a = 0.3, k = 1 - a;
   const auto x = at::randn({2, 1, 3, 3}, at::kDouble);
   const auto sf = at::tensor({2.0, 5.0}, at::kDouble), st = at::tensor({1.5, 4.0}, at::kDouble);
-  const auto y = heun_step([&](const at::Tensor& v, const at::Tensor&) { return a * v; }, x, sf, st);
+  const auto y =
+      heun_step([&](const at::Tensor& v, const at::Tensor&) { return a * v; }, x, sf, st);
   for (int i = 0; i < 2; ++i) {
     const double f = sf[i].item<double>(), t = st[i].item<double>(), h = t - f;
     const double euler = 1 + h * k / f;
@@ -89,7 +91,8 @@ TEST(TrainingOde, HeunStepMatchesItsFormula) {
     EXPECT_TRUE(at::allclose(y[i], x[i] * factor, 1e-12, 1e-12)) << i;
   }
   // D = 0: dx/dσ = x/σ, solved exactly by Heun (x·σt/σf).
-  const auto exact = heun_step([](const at::Tensor& v, const at::Tensor&) { return 0 * v; }, x, sf, st);
+  const auto exact =
+      heun_step([](const at::Tensor& v, const at::Tensor&) { return 0 * v; }, x, sf, st);
   EXPECT_TRUE(at::allclose(exact, x * (st / sf).reshape({-1, 1, 1, 1}), 1e-12, 1e-12));
 }
 
@@ -126,7 +129,8 @@ class TrainingRun : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = fs::temp_directory_path() /
-           ("cm_train_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+           ("cm_train_" +
+            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
     fs::remove_all(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
@@ -135,6 +139,37 @@ class TrainingRun : public ::testing::Test {
 
 std::map<std::string, at::Tensor> saved_state(const fs::path& run) {
   return read_state_dict((run / "checkpoint" / "training_state.safetensors").string());
+}
+
+// A run folder is not overwritten without --resume; a resume must use the run's method; and a
+// save interrupted between its two renames (checkpoint/ gone, checkpoint.old/ left) resumes from
+// checkpoint.old/.
+TEST_F(TrainingRun, RunFoldersAreResumedNotOverwritten) {
+  auto o = tiny_options((dir_ / "run").string(), "ct");
+  o.total_steps = 4;
+  o.stop_after = 2;
+  EXPECT_EQ(train(o).step, 2);
+  o.stop_after = 0;
+  try {
+    train(o);
+    ADD_FAILURE() << "a second run without --resume overwrote the first";
+  } catch (const cm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--resume"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(checkpoint_step(o.output_dir), 2);
+  auto other = o;
+  other.method = "ict";
+  other.resume = true;
+  try {
+    train(other);
+    ADD_FAILURE() << "a ct run resumed as ict";
+  } catch (const cm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("trained with ct"), std::string::npos) << e.what();
+  }
+  fs::rename(dir_ / "run" / "checkpoint", dir_ / "run" / "checkpoint.old");
+  o.resume = true;
+  EXPECT_EQ(train(o).step, 4);  // from step 2: the interrupted save's previous checkpoint
+  EXPECT_EQ(checkpoint_step(o.output_dir), 4);
 }
 
 TEST_F(TrainingRun, ResumeGivesTheSameWeightsAsAnUnbrokenRun) {
@@ -227,9 +262,9 @@ TEST_F(TrainingRun, SavedFolderLoadsAsADiffusersPipeline) {
   o.total_steps = 2;
   train(o);
   const fs::path ckpt = dir_ / "run" / "checkpoint";
-  for (const char* f : {"model_index.json", "unet/config.json",
-                        "unet/diffusion_pytorch_model.safetensors",
-                        "scheduler/scheduler_config.json"}) {
+  for (const char* f :
+       {"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json"}) {
     EXPECT_TRUE(fs::exists(ckpt / f)) << f;
   }
   auto pipe = ConsistencyModelPipeline::from_pretrained(ckpt.string());
@@ -239,7 +274,8 @@ TEST_F(TrainingRun, SavedFolderLoadsAsADiffusersPipeline) {
   const auto r = pipe(g);
   EXPECT_EQ(r.images.sizes(), (at::IntArrayRef{2, 28, 28, 1}));
   // diffusers' parameter names: the same keys the module itself reports.
-  const auto saved = read_state_dict((ckpt / "unet" / "diffusion_pytorch_model.safetensors").string());
+  const auto saved =
+      read_state_dict((ckpt / "unet" / "diffusion_pytorch_model.safetensors").string());
   EXPECT_EQ(saved.size(), pipe.unet()->state_dict().size());
   EXPECT_TRUE(saved.count("class_embedding.weight"));
   EXPECT_TRUE(saved.count("down_blocks.0.downsamplers.0.conv1.weight"));

@@ -91,12 +91,20 @@ void save_checkpoint(const std::string& output_dir, const TrainOptions& options,
   fs::remove_all(old_dir);
 }
 
-void load_checkpoint(const std::string& output_dir, TrainState& state) {
-  const std::string path = (fs::path(output_dir) / "checkpoint" / kStateFile).string();
+void load_checkpoint(const std::string& output_dir, const std::string& method, TrainState& state) {
+  // save_checkpoint renames checkpoint/ to checkpoint.old/ before the new one takes its place: a
+  // process that died between the two renames left the previous checkpoint there.
+  std::string path = (fs::path(output_dir) / "checkpoint" / kStateFile).string();
+  const std::string old_path = (fs::path(output_dir) / "checkpoint.old" / kStateFile).string();
+  if (!fs::exists(path) && fs::exists(old_path)) path = old_path;
   if (!fs::exists(path)) throw Error(path + ": no checkpoint to resume from");
   SafeTensorsFile file(path);
   auto it = file.metadata().find("step");
   if (it == file.metadata().end()) throw Error(path + ": checkpoint has no step");
+  const auto saved_method = file.metadata().find("method");
+  if (saved_method != file.metadata().end() && saved_method->second != method)
+    throw Error("--method " + method + ": the checkpoint in " + output_dir + " was trained with " +
+                saved_method->second + " (resume it with --method " + saved_method->second + ")");
   const auto t = read_state_dict(path);
   torch::NoGradGuard no_grad;
   get_module(t, "online.", state.online, path);

@@ -3,9 +3,9 @@
 // temporary folder and renamed into place.
 #pragma once
 
+#include <torch/optim/adam.h>
 #include <optional>
 #include <string>
-#include <torch/optim/adam.h>
 
 #include "cm/training.h"
 #include "cm/unet.h"
@@ -15,9 +15,9 @@ namespace cm::training {
 struct TrainState {
   UNet2DModel online{nullptr};
   UNet2DModel ema{nullptr};
-  UNet2DModel target{nullptr};  // CT / CD only
+  UNet2DModel target{nullptr};                         // CT / CD only
   std::unique_ptr<torch::optim::Optimizer> optimizer;  // Adam or RAdam: both keep AdamParamState
-  at::Generator generator;  // data order and noise
+  at::Generator generator;                             // data order and noise
   int64_t step = 0;
 };
 
@@ -25,8 +25,9 @@ struct TrainState {
 void save_checkpoint(const std::string& output_dir, const TrainOptions& options,
                      const TrainState& state, int64_t num_train_timesteps,
                      const std::vector<std::string>& class_names);
-// Restores everything save_checkpoint wrote; the state's modules must have the same config.
-void load_checkpoint(const std::string& output_dir, TrainState& state);
+// Restores everything save_checkpoint wrote (from checkpoint.old/ when a save was interrupted);
+// the state's modules must have the same config, and the checkpoint the same method.
+void load_checkpoint(const std::string& output_dir, const std::string& method, TrainState& state);
 
 // Writes a diffusers pipeline folder (model_index.json, unet/, scheduler/) for `unet`.
 void save_pipeline(const std::string& dir, UNet2DModel& unet, const SchedulerConfig& scheduler);

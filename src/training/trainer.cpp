@@ -126,8 +126,8 @@ void check_ranges(const TrainOptions& o) {
   unit(o.ema_rate, "--ema-rate", true);
   unit(o.ct_mu0, "--ct-mu0", false);
   unit(o.cd_target_ema, "cd_target_ema", false);
-  if (!(o.lr > 0) || !std::isfinite(o.lr))
-    throw Error("--lr: must be more than 0, got " + text(o.lr));
+  if (!(o.lr >= 0) || !std::isfinite(o.lr))
+    throw Error("--lr: must be 0 or more, got " + text(o.lr));
   if (!std::isfinite(o.grad_clip)) throw Error("--grad-clip: must be finite");
   if (!(o.max_minutes >= 0))
     throw Error("--max-minutes: must be 0 or more, got " + text(o.max_minutes));
@@ -141,6 +141,15 @@ class Trainer {
     if (o.total_steps < 1) throw Error("--steps: must be at least 1");
     if (o.batch_size < 1) throw Error("--batch-size: must be at least 1");
     check_ranges(o);
+    // A run folder is never overwritten silently: its log and checkpoint are hours of work. Rank 0
+    // alone writes them, so it alone checks (other ranks may look after it has begun writing).
+    if (!o.resume && o.distributed.rank == 0) {
+      for (const char* part : {"checkpoint", "checkpoint.old", "train_log.csv"}) {
+        if (fs::exists(fs::path(o.output_dir) / part))
+          throw Error("-o " + o.output_dir + ": holds a run (" + part +
+                      "); --resume continues it, or choose another folder");
+      }
+    }
     if (o.optimizer != "adam" && o.optimizer != "radam")
       throw Error("--optimizer: unknown value '" + o.optimizer + "' (adam, radam)");
     data_ = load_dataset(o.data, o.data_limit, o.unet.sample_size, o.unet.in_channels);
@@ -198,7 +207,7 @@ class Trainer {
                                                           torch::optim::AdamOptions(o.lr));
     s_.generator = at::detail::createCPUGenerator(o.seed);
     if (o.resume) {
-      load_checkpoint(o.output_dir, s_);
+      load_checkpoint(o.output_dir, o.method, s_);
       if (group_->rank() > 0) torch::manual_seed(o.seed + 7919 * group_->rank() + s_.step);
     }
   }
