@@ -10,6 +10,7 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 #include "cm/image_io.h"
 #include "golden.h"
@@ -183,6 +184,35 @@ TEST_F(CliTest, EvalOfRealImagesAgainstThemselves) {
   EXPECT_LT(std::abs(distance), 1e-6) << r.output;
   const auto acc_cell = r.output.find(" | ", row + 24);
   EXPECT_NEAR(std::stod(r.output.substr(acc_cell + 3)), accuracy, 1e-4) << r.output;
+}
+
+// --dtype auto: bfloat16 only on a CPU with bfloat16 instructions (the kernel's flags say which),
+// recorded resolved in the PNG text; bfloat16 asked for on a CPU without them is warned about.
+TEST_F(CliTest, DtypeAutoAndTheEmulatedBfloat16Warning) {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  bool bf16 = false;
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("flags", 0) == 0) {
+      bf16 = line.find(" avx512_bf16") != std::string::npos ||
+             line.find(" amx_bf16") != std::string::npos;
+      break;
+    }
+  }
+  const std::string model = "-m " + kCond + "/model -s 0 --class 1 ";
+  const auto a = run_cm("generate " + model + "--dtype auto -o " + path("auto.png"));
+  ASSERT_EQ(a.status, 0) << a.output;
+  TextChunks text;
+  read_png(path("auto.png"), &text);
+  ASSERT_FALSE(text.empty());
+  EXPECT_NE(text[0].second.find(bf16 ? "dtype: bfloat16" : "dtype: float32"), std::string::npos)
+      << text[0].second;
+  EXPECT_EQ(a.output.find("warning:"), std::string::npos) << a.output;
+  const auto b = run_cm("generate " + model + "--dtype bfloat16 -o " + path("bf16.png"));
+  ASSERT_EQ(b.status, 0) << b.output;
+  EXPECT_EQ(b.output.find("warning: this CPU has no bfloat16 instructions") != std::string::npos,
+            !bf16)
+      << b.output;
 }
 
 TEST_F(CliTest, VersionPrints) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cm/bench.h"
+#include "cm/dtype.h"
 #include "cm/error.h"
 
 namespace cm::bench_util {
@@ -21,10 +22,7 @@ inline double seconds_since(Clock::time_point t) {
 }
 
 inline c10::ScalarType dtype_of(const std::string& name) {
-  if (name == "float32") return c10::kFloat;
-  if (name == "bfloat16") return c10::kBFloat16;
-  if (name == "float16") return c10::kHalf;
-  throw Error("--dtype: unknown value '" + name + "' (float32, bfloat16, float16)");
+  return parse_dtype(name);
 }
 
 // The step counts of the grid: explicit timesteps make one schedule of their length.

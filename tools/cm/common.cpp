@@ -10,29 +10,17 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cm/dtype.h"
 #include "cm/error.h"
 #include "cm/pipeline.h"
 
 namespace cm::cli {
 
-c10::ScalarType parse_dtype(const std::string& name) {
-  if (name == "float32" || name == "fp32" || name == "f32") return c10::kFloat;
-  if (name == "bfloat16" || name == "bf16") return c10::kBFloat16;
-  if (name == "float16" || name == "fp16" || name == "f16") return c10::kHalf;
-  throw Error("--dtype: unknown value '" + name + "' (float32, bfloat16, float16)");
-}
-
-std::string dtype_label(c10::ScalarType type) {
-  switch (type) {
-    case c10::kFloat:
-      return "float32";
-    case c10::kBFloat16:
-      return "bfloat16";
-    case c10::kHalf:
-      return "float16";
-    default:
-      return c10::toString(type);
-  }
+c10::ScalarType choose_dtype(const std::string& name, c10::Device device) {
+  const c10::ScalarType type = resolve_dtype(name, device);
+  const std::string warning = dtype_warning(type, device, dtype_support(device));
+  if (!warning.empty()) std::cerr << warning << std::endl;
+  return type;
 }
 
 c10::Device parse_device(const std::string& name) {

@@ -34,8 +34,8 @@ void add_device_options(CLI::App& app, DeviceArgs& args);
 void apply_device_args(const DeviceArgs& args, LoadOptions& load);
 
 // "float32" | "fp32" | "bfloat16" | "bf16" | "float16" | "fp16"; cm::Error naming the value.
-c10::ScalarType parse_dtype(const std::string& name);
-std::string dtype_label(c10::ScalarType type);
+// --dtype NAME on `device` (cm/dtype.h: `auto` resolved), printing dtype_warning's line if any.
+c10::ScalarType choose_dtype(const std::string& name, c10::Device device);
 // "cpu" | "cuda" | "cuda:N"; cm::Error when CUDA is not available in this build.
 c10::Device parse_device(const std::string& name);
 // "22,0" -> {22, 0}; cm::Error naming the option and the bad item.

@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 
+#include "cm/dtype.h"
 #include "cm/editing.h"
 #include "cm/error.h"
 #include "cm/hub.h"
@@ -148,7 +149,7 @@ uint64_t seed_or_random(const std::optional<int64_t>& seed, const char* name) {
   return s;
 }
 
-int run_edit(const EditArgs& a) {
+int run_edit(EditArgs a) {
   EditOptions o;
   o.task = parse_edit_task(a.task);
   if (a.output.size() < 4 || a.output.compare(a.output.size() - 4, 4, ".png") != 0)
@@ -163,8 +164,9 @@ int run_edit(const EditArgs& a) {
   if (o.task == EditTask::kDenoise && !a.sigma)
     throw Error("--sigma: required for denoise (the image's noise level)");
   LoadOptions load;
-  load.dtype = parse_dtype(a.dtype);
   load.device = parse_device(a.device);
+  load.dtype = choose_dtype(a.dtype, load.device);
+  a.dtype = dtype_name(load.dtype);  // what the PNG text records: `auto` resolved
   set_threads(a.threads);
 
   o.factor = a.factor;
@@ -260,7 +262,9 @@ Runner add_edit(CLI::App& app) {
   app.add_option("--sigmas", args->sigmas, "explicit descending noise levels, e.g. 5.38,2.24");
   app.add_option("--class", args->classes, "class label for class-conditional models");
   app.add_option("-s,--seed", args->seed, "random seed (random and printed when absent)");
-  app.add_option("--dtype", args->dtype, "float32 (exact), bfloat16 or float16")
+  app.add_option("--dtype", args->dtype,
+                 "float32 (exact), bfloat16, float16, or auto (bfloat16 where the CPU or GPU "
+                 "computes it natively, else float32)")
       ->capture_default_str();
   app.add_option("--device", args->device, "cpu or cuda")->capture_default_str();
   app.add_option("-t,--threads", args->threads, "CPU threads (default: all)");

@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 
+#include "cm/dtype.h"
 #include "cm/error.h"
 #include "cm/hub.h"
 #include "cm/output.h"
@@ -72,7 +73,7 @@ std::string parameters_text(const GenerateArgs& a, uint64_t seed, const at::Tens
   return ss.str();
 }
 
-int run_generate(const GenerateArgs& a) {
+int run_generate(GenerateArgs a) {
   if (a.batch_size < 1)
     throw Error("--batch-size: must be at least 1, got " + std::to_string(a.batch_size));
   if (a.steps < 1) throw Error("--steps: must be at least 1, got " + std::to_string(a.steps));
@@ -87,7 +88,6 @@ int run_generate(const GenerateArgs& a) {
   if (!(ends_with(a.output, ".png") || ends_with(a.output, ".npy") || ends_with(a.output, ".npz")))
     throw Error("--output: '" + a.output + "' must end in .png, .npy or .npz");
   LoadOptions load;
-  load.dtype = parse_dtype(a.dtype);
   apply_device_args(a.dev, load);
   // Under torchrun a plain "cuda" means this process's own GPU, picked as cm train picks it.
   if (dist.world_size > 1 && a.dev.device == "cuda" && load.devices.empty()) {
@@ -97,6 +97,8 @@ int run_generate(const GenerateArgs& a) {
       load.device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
     }
   }
+  load.dtype = choose_dtype(a.dtype, load.device);
+  a.dtype = dtype_name(load.dtype);  // what the PNG text records: `auto` resolved
   set_threads(a.threads);
 
   const std::string model = model_or_default(a.model);
@@ -232,7 +234,9 @@ Runner add_generate(CLI::App& app) {
   app.add_option("-s,--seed", args->seed, "random seed (random and printed when absent)");
   app.add_option("--variant", args->variant,
                  "weights variant, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors)");
-  app.add_option("--dtype", args->dtype, "float32 (exact), bfloat16 or float16")
+  app.add_option("--dtype", args->dtype,
+                 "float32 (exact), bfloat16, float16, or auto (bfloat16 where the CPU or GPU "
+                 "computes it natively, else float32)")
       ->capture_default_str();
   add_device_options(app, args->dev);
   app.add_option("-t,--threads", args->threads, "CPU threads (default: all)");

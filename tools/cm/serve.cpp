@@ -15,6 +15,7 @@
 #include <memory>
 
 #include "cm/config.h"
+#include "cm/dtype.h"
 #include "cm/error.h"
 #include "cm/hub.h"
 #include "cm/pipeline.h"
@@ -124,8 +125,8 @@ std::string read_api_key(const std::string& path) {
 int run_serve(const ServeArgs& a) {
   check_flags(a);
   LoadOptions load;
-  load.dtype = parse_dtype(a.dtype);
   load.device = parse_device(a.device);
+  load.dtype = choose_dtype(a.dtype, load.device);
   load.variant = a.variant;
   const std::string model = model_or_default(a.model);
   if (a.model.empty() && !fs::exists(model))
@@ -181,7 +182,7 @@ int run_serve(const ServeArgs& a) {
   info.num_train_timesteps = pipe.scheduler().config().num_train_timesteps;
   info.sigma_min = pipe.scheduler().config().sigma_min;
   info.sigma_max = pipe.scheduler().config().sigma_max;
-  info.dtype = a.dtype;  // as cm generate writes it into the PNG text
+  info.dtype = dtype_name(load.dtype);  // as cm generate writes it into the PNG text
   front.set_ready(&engine, info);
   log(a.quiet, "ready: " + model);
 
@@ -241,7 +242,9 @@ Runner add_serve(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--variant", args->variant,
                  "weights variant, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors)");
-  app.add_option("--dtype", args->dtype, "float32 (exact), bfloat16 or float16")
+  app.add_option("--dtype", args->dtype,
+                 "float32 (exact), bfloat16, float16, or auto (bfloat16 where the CPU or GPU "
+                 "computes it natively, else float32)")
       ->capture_default_str();
   app.add_option("--device", args->device, "cpu, cuda or cuda:N")->capture_default_str();
   app.add_option("-t,--threads", args->threads, "CPU threads (default: all)");
