@@ -1,6 +1,8 @@
 // The trainer: schedules against their formulas, the ODE step, resume = unbroken run, loss goes
 // down, and what it saves loads as a pipeline.
+#include <csignal>
 #include <filesystem>
+#include <stdexcept>
 
 #include "cm/error.h"
 #include "cm/pipeline.h"
@@ -205,6 +207,18 @@ void expect_loss_falls(const TrainOptions& o) {
   double first = 0, last = 0;
   for (int i = 0; i < 8; ++i) first += losses[i], last += losses[losses.size() - 1 - i];
   EXPECT_LT(last, first) << "first 8: " << first / 8 << ", last 8: " << last / 8;
+}
+
+// Training installs its own SIGINT handler (Ctrl-C stops with a checkpoint) and gives the caller's
+// back however it ends: here a log callback that throws.
+TEST_F(TrainingRun, SigintHandlerIsRestoredWhenTrainingThrows) {
+  auto o = tiny_options((dir_ / "run").string(), "ict");
+  o.total_steps = 4;
+  void (*mine)(int) = [](int) {};
+  const auto before = std::signal(SIGINT, mine);
+  EXPECT_THROW(train(o, [](const TrainProgress&) { throw std::runtime_error("stop"); }),
+               std::runtime_error);
+  EXPECT_EQ(std::signal(SIGINT, before), mine);
 }
 
 TEST_F(TrainingRun, EveryMethodLowersItsLoss) {

@@ -225,7 +225,11 @@ class Trainer {
     }
 
     g_interrupted = false;
-    auto previous = std::signal(SIGINT, on_sigint);
+    // The caller's SIGINT handler comes back however the loop ends, an exception included.
+    struct SigintGuard {
+      void (*previous)(int) = std::signal(SIGINT, on_sigint);
+      ~SigintGuard() { std::signal(SIGINT, previous); }
+    } sigint_guard;
     TrainProgress p;
     p.total_steps = o_.total_steps;
     auto t0 = std::chrono::steady_clock::now();
@@ -269,7 +273,6 @@ class Trainer {
       if (o_.sample_every > 0 && s_.step % o_.sample_every == 0) write_samples();
       if (o_.checkpoint_every > 0 && s_.step % o_.checkpoint_every == 0) checkpoint(p);
     }
-    std::signal(SIGINT, previous);
     if (main) checkpoint(p);
     return p;
   }
