@@ -9,9 +9,14 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "cm/error.h"
 #include "cm/image_io.h"
+#include "io/files.h"
 
 namespace {
 
@@ -222,3 +227,19 @@ TEST_F(NpzStreamTest, NpyStreamMatchesWriteNpy) {
 }
 
 }  // namespace
+
+// Temporary names are unique per call, not only per process: two threads writing the same file
+// (a server's requests, the Hub cache's parallel downloads) never share one.
+TEST(TempNames, UniqueAcrossThreads) {
+  std::vector<std::vector<std::string>> names(4);
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < names.size(); ++t)
+    threads.emplace_back([&names, t] {
+      for (int i = 0; i < 200; ++i) names[t].push_back(cm::temp_suffix());
+    });
+  for (auto& t : threads) t.join();
+  std::set<std::string> all;
+  for (const auto& mine : names) all.insert(mine.begin(), mine.end());
+  EXPECT_EQ(all.size(), 800u);
+  EXPECT_EQ(names[0][0].rfind(".tmp." + std::to_string(::getpid()) + ".", 0), 0u) << names[0][0];
+}

@@ -7,6 +7,7 @@
 
 #include "cm/convert.h"
 #include "cm/error.h"
+#include "io/files.h"
 
 namespace cm {
 namespace {
@@ -114,8 +115,7 @@ void write_converted_pipeline(const ConvertedUNet& unet, const ConvertOptions& o
   options.scheduler.validate("scheduler options");
   const fs::path out = normalized(out_dir);
   check_destination(out, options.overwrite);
-  const fs::path tmp =
-      out.parent_path() / (out.filename().string() + ".tmp-" + std::to_string(getpid()));
+  const fs::path tmp = out.parent_path() / (out.filename().string() + temp_suffix());
   fs::remove_all(tmp);
   try {
     write_folder(unet, options, tmp);

@@ -12,10 +12,13 @@
 
 namespace cm {
 
+std::string temp_suffix() {
+  static std::atomic<unsigned long> counter{0};
+  return ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+}
+
 void write_atomically(const std::string& path, const std::function<void(std::FILE*)>& body) {
-  static std::atomic<unsigned> counter{0};
-  const std::string tmp =
-      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+  const std::string tmp = path + temp_suffix();
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
   if (fd < 0) throw Error(path + ": cannot create " + tmp + ": " + std::strerror(errno));
   std::FILE* file = ::fdopen(fd, "wb");
@@ -51,8 +54,7 @@ void write_bytes(std::FILE* file, const std::string& path, const void* data, siz
 }
 
 std::vector<uint8_t> read_whole_file(const std::string& path) {
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
-                                                       std::fclose);
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), std::fclose);
   if (!file) throw Error(path + ": cannot open: " + std::strerror(errno));
   std::vector<uint8_t> bytes;
   uint8_t chunk[1 << 16];

@@ -14,6 +14,10 @@ namespace cm {
 // name. `body` may throw; the temporary file is removed.
 void write_atomically(const std::string& path, const std::function<void(std::FILE*)>& body);
 
+// ".tmp.<pid>.<n>": a temporary-name suffix unique per process and per call, so that two
+// threads (or processes) writing the same file never share a temporary.
+std::string temp_suffix();
+
 // fwrite that throws a cm::Error naming `path` on a short write.
 void write_bytes(std::FILE* file, const std::string& path, const void* data, size_t size);
 

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "cm/error.h"
+#include "io/files.h"
 
 namespace cm::hub {
 
@@ -93,9 +94,9 @@ void RepoCache::write_ref(const std::string& revision, const std::string& commit
   if (revision == commit || read_ref(revision) == commit) return;
   const fs::path ref = root_ / "refs" / revision;
   fs::create_directories(ref.parent_path());
-  // A process-unique temporary name, then a rename: a concurrent reader or writer never sees
-  // half a hash. huggingface_hub writes the hash with no newline.
-  const fs::path tmp = ref.string() + ".tmp" + std::to_string(::getpid());
+  // A temporary name unique per process and call, then a rename: a concurrent reader or writer
+  // never sees half a hash. huggingface_hub writes the hash with no newline.
+  const fs::path tmp = ref.string() + temp_suffix();
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out << commit;
@@ -139,7 +140,7 @@ void RepoCache::link_blob(const std::string& etag, const std::string& commit,
   fs::create_directories(pointer.parent_path());
   // Built under a temporary name and renamed over the pointer, so a reader sees either no file
   // or the whole one.
-  const fs::path tmp = pointer.string() + ".tmp" + std::to_string(::getpid());
+  const fs::path tmp = pointer.string() + temp_suffix();
   std::error_code ec;
   fs::remove(tmp, ec);
   fs::create_symlink(blob.lexically_relative(pointer.parent_path()), tmp, ec);

@@ -14,6 +14,7 @@
 
 #include "cm/error.h"
 #include "cm/image_io.h"
+#include "io/files.h"
 #include "io/npy_format.h"
 
 namespace cm {
@@ -32,8 +33,7 @@ void put_le(std::string& out, uint64_t value, int bytes) {
 class TempFile {
  public:
   explicit TempFile(const std::string& path) : path_(path) {
-    static std::atomic<unsigned> counter{0};
-    tmp_ = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+    tmp_ = path + temp_suffix();
     fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd_ < 0) throw Error(path_ + ": cannot create " + tmp_ + ": " + std::strerror(errno));
   }
