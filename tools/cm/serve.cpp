@@ -1,12 +1,12 @@
 // cm serve: an HTTP server for a consistency model (OpenAI Images API, native jobs, /metrics),
 // batching requests at any sampling step into shared UNet calls (docs/server.md).
+#include <CLI/CLI.hpp>
 #include <fcntl.h>
 #include <unistd.h>
-#include <CLI/CLI.hpp>
-#include <chrono>
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
