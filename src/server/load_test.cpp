@@ -79,6 +79,11 @@ double percentile(const std::vector<double>& sorted, double q) {
   return sorted[std::max<size_t>(rank, 1) - 1];
 }
 
+// --warmup, or by default a quarter of the duration, at most 5 s.
+double warmup_seconds(const LoadTestOptions& o) {
+  return o.warmup_s >= 0 ? o.warmup_s : std::min(5.0, o.duration_s / 4);
+}
+
 struct Completion {
   Clock::time_point end;
   double latency_s;
@@ -115,7 +120,7 @@ LoadTestRow run_level(const LoadTestOptions& o, const Target& t, int concurrency
       }
     });
   }
-  const double warmup = o.warmup_s >= 0 ? o.warmup_s : std::min(5.0, o.duration_s / 4);
+  const double warmup = warmup_seconds(o);
   auto monitor = connect(t, o);
   std::this_thread::sleep_for(std::chrono::duration<double>(warmup));
   const std::string before = get(*monitor, t, "/metrics");
@@ -214,7 +219,7 @@ std::string load_test_markdown(const LoadTestOptions& o, const std::vector<LoadT
     return std::string(buf);
   };
   std::ostringstream out;
-  const double warmup = o.warmup_s >= 0 ? o.warmup_s : std::min(5.0, o.duration_s / 4);
+  const double warmup = warmup_seconds(o);
   out << "`cm serve` at " << o.url << ": closed loop, " << num(o.duration_s, "%g")
       << " s per level after " << num(warmup, "%g") << " s of warm-up; n=" << o.n << ", steps "
       << steps_text(o.steps) << "\n\n"
@@ -236,7 +241,7 @@ std::string load_test_json(const LoadTestOptions& o, const std::vector<LoadTestR
   json out = {{"settings",
                {{"url", o.url},
                 {"duration_s", o.duration_s},
-                {"warmup_s", o.warmup_s >= 0 ? o.warmup_s : std::min(5.0, o.duration_s / 4)},
+                {"warmup_s", warmup_seconds(o)},
                 {"steps", o.steps},
                 {"n", o.n}}},
               {"rows", json::array()}};
