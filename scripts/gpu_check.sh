@@ -46,8 +46,7 @@ prepare() {
     -d "$gpu/whl" "${wheels[@]}" || die "pip download of ${wheels[*]} failed"
   # The tests read golden vectors from outside the checkout (see tests/CMakeLists.txt), which does
   # not travel: copy them (and configs/ beside them) in.
-  local golden=$root/../shared/golden
-  [ -d "$golden" ] || golden=/work/shared/golden
+  local golden=${CM_GOLDEN_DIR:-$root/../shared/golden}
   if [ -d "$golden" ]; then
     mkdir -p "$gpu/shared"
     cp -rL "$golden" "$gpu/shared/golden" && chmod -R u+w "$gpu/shared"

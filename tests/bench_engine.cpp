@@ -3,6 +3,7 @@
 // pipeline alone) and `scripts/bench_serve.py` (the whole server) to tell the engine's cost from
 // the HTTP side's. Built with the tests, not run by CTest (timings are not tested).
 //   build/tests/bench_engine MODEL [clients=16] [threads=2] [seconds=10] [batch_wait_ms=0]
+// (threads 0: adaptive, as cm serve's default)
 // (It tunes OpenBLAS and the allocator as `cm` does, cm/tuning.h.)
 #include <algorithm>
 #include <atomic>
@@ -51,6 +52,7 @@ int main(int argc, char** argv) {
     auto pipeline = cm::ConsistencyModelPipeline::from_pretrained(argv[1]);
     cm::memory_policy_for_running();
     EngineOptions options;
+    cm::set_cpu_threads(threads);
     options.threads = threads;
     options.batch_wait_ms = wait_ms;
     options.max_queue = clients + 1;

@@ -464,6 +464,10 @@ TEST_F(Server, MetricsMove) {
       << after;
   EXPECT_NE(after.find("cm_batch_size_bucket{le=\"4\"}"), std::string::npos) << after;
   EXPECT_NE(after.find("cm_latency_seconds_count"), std::string::npos);
+  // Every batch's call is timed: as many as the evaluations, since none failed.
+  EXPECT_EQ(metric(after, "cm_call_seconds_count") - metric(before, "cm_call_seconds_count"),
+            metric(after, "cm_network_evaluations_total") -
+                metric(before, "cm_network_evaluations_total"));
 }
 
 // cm bench --serve: the C++ load generator against the real server (timings are not tested, only

@@ -2,7 +2,20 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <ATen/Parallel.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
+#include <thread>
+#include <vector>
+
+#include "cm/error.h"
 
 #include "cm/system.h"
 #include "cm/tuning.h"
@@ -69,4 +82,97 @@ TEST(Tuning, TuneBlasSetsOneThreadAndAvx512Kernels) {
   off.avx512_kernels = false;
   EXPECT_EQ(cm::tune_blas(off).core, "Haswell");
   ASSERT_TRUE(cm::detail::select_blas_core(original.c_str()));
+}
+
+namespace {
+
+// A child process that keeps one core busy while it lives.
+class BusyChild {
+ public:
+  BusyChild() {
+    pid_ = fork();
+    if (pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      volatile unsigned long spin = 0;
+      for (;;) spin = spin + 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ~BusyChild() {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+
+ private:
+  pid_t pid_;
+};
+
+int most_others_running(int samples) {
+  int most = 0;
+  for (int i = 0; i < samples; ++i) {
+    most = std::max(most, cm::cpu_load_now().others_running);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return most;
+}
+
+int fewest_others_running(int samples) {
+  int fewest = 1 << 20;
+  for (int i = 0; i < samples; ++i) {
+    fewest = std::min(fewest, cm::cpu_load_now().others_running);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return fewest;
+}
+
+}  // namespace
+
+TEST(CpuThreads, ThreadsAreTheCoresOthersLeaveFree) {
+  EXPECT_EQ(cm::threads_for_load(2, {2, 0}), 2);
+  EXPECT_EQ(cm::threads_for_load(2, {2, 1}), 1);
+  EXPECT_EQ(cm::threads_for_load(2, {2, 7}), 1);  // never none
+  EXPECT_EQ(cm::threads_for_load(16, {16, 3}), 13);
+  EXPECT_EQ(cm::threads_for_load(4, {16, 3}), 4);  // never more than asked
+}
+
+TEST(CpuThreads, ABusyProcessIsSeenAndOurOwnThreadsAreNot) {
+  {
+    BusyChild child;
+    EXPECT_GE(most_others_running(10), 1);
+  }
+  // Threads of this process spinning (as OpenMP's do between layers) are not other processes.
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> spinners;
+  for (int i = 0; i < 3; ++i)
+    spinners.emplace_back([&] {
+      while (!stop) {
+      }
+    });
+  const int fewest = fewest_others_running(20);
+  stop = true;
+  for (auto& t : spinners) t.join();
+  EXPECT_EQ(fewest, 0);
+}
+
+TEST(CpuThreads, AdaptiveCallsLeaveTheBusyCoreAlone) {
+  const int cores = cm::cpu_load_now().cores;
+  cm::set_cpu_threads(3);
+  EXPECT_EQ(cm::cpu_threads_setting(), 3);
+  EXPECT_EQ(cm::adapt_cpu_threads(), 3);  // fixed: the load is not looked at
+  EXPECT_EQ(at::get_num_threads(), 3);
+  cm::set_cpu_threads(0);
+  EXPECT_EQ(cm::cpu_threads_setting(), 0);
+  {
+    BusyChild child;
+    // Two samples, 50 ms apart at least, see the neighbour.
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    cm::adapt_cpu_threads();
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    const int threads = cm::adapt_cpu_threads();
+    EXPECT_LE(threads, std::max(1, cores - 1));
+    EXPECT_EQ(at::get_num_threads(), threads);
+  }
+  EXPECT_THROW(cm::set_cpu_threads(-1), cm::Error);
+  EXPECT_THROW(cm::set_cpu_threads(4 * cores + 1), cm::Error);
+  cm::set_cpu_threads(cores);
 }

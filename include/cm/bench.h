@@ -30,11 +30,14 @@ struct BenchOptions {
   std::vector<int> batch_sizes = {1};
   std::vector<int> steps = {1};
   std::vector<std::string> dtypes = {"float32"};
-  std::vector<int> threads = {0};  // 0: all cores
-  int repetitions = 5;             // timed runs after one warm-up; the median is reported
-  std::string device = "cpu";      // "cuda" or "cuda:N": the GPU grid (CUDA builds)
-  std::vector<int64_t> timesteps;  // explicit descending timesteps instead of `steps`
+  std::vector<int> threads = {0};          // 0: adaptive (cm/tuning.h: the cores others leave free)
+  int repetitions = 5;                     // timed runs after one warm-up; the median is reported
+  std::string device = "cpu";              // "cuda" or "cuda:N": the GPU grid (CUDA builds)
+  std::vector<int64_t> timesteps;          // explicit descending timesteps instead of `steps`
   std::vector<bool> cuda_graphs = {true};  // CUDA: rows with graphs on and/or off
+  // CPU: rows timed while a sibling process keeps one core busy (cm bench --contended runs each
+  // row idle, then contended).
+  std::vector<bool> contended = {false};
   // Called before each model is loaded or built, and after its first (warm-up) call: a program
   // can tune its allocator for each phase (cm does, cm/tuning.h).
   std::function<void()> before_load, after_first_call;
@@ -43,21 +46,24 @@ struct BenchOptions {
 struct BenchRow {
   std::string model, dtype;
   std::string device = "cpu";
-  int batch = 1, steps = 1, threads = 1;
+  int batch = 1, steps = 1;
+  int threads = 1;                 // 0: adaptive, up to every core
+  bool contended = false;          // timed next to a busy sibling process
   std::vector<int64_t> timesteps;  // when given explicitly
   bool cuda_graphs = false;
-  double load_s = -1;          // loading the folder (-1: built in memory)
-  double first_call_s = 0;     // first pipeline call (allocations, oneDNN primitive creation)
-  double ms_per_image = 0;     // median steady state
+  double process_start_s = -1;  // from the process's start to the benchmark's (loading LibTorch)
+  double load_s = -1;           // loading the folder (-1: built in memory)
+  double first_call_s = 0;      // first pipeline call (allocations, oneDNN primitive creation)
+  double ms_per_image = 0;      // median steady state
   double images_per_s = 0;
   double gflop_per_image = 0;  // UNet forwards only: steps × one forward
   double achieved_gflops = 0;
-  double peak_gflops = 0;      // large 3×3 convolution, same dtype and threads, same run: median
-                               // of one sample after each timed call
-  double fraction_of_peak = 0; // median over the timed calls of (that call's GFLOP/s / the
-                               // peak sampled right after it)
-  double peak_rss_mb = 0;      // process peak resident memory after this row
-  double peak_gpu_mem_mb = 0;  // CUDA: the caching allocator's peak during this row
+  double peak_gflops = 0;       // large 3×3 convolution, same dtype and threads, same run: median
+                                // of one sample after each timed call
+  double fraction_of_peak = 0;  // median over the timed calls of (that call's GFLOP/s / the
+                                // peak sampled right after it)
+  double peak_rss_mb = 0;       // process peak resident memory after this row
+  double peak_gpu_mem_mb = 0;   // CUDA: the caching allocator's peak during this row
 };
 
 // Peak of the convolution backend: a 256→256 3×3 NHWC convolution on 64×64, median of six

@@ -98,6 +98,7 @@ struct EngineStats {
   int64_t queued = 0;        // requests waiting for their first evaluation
   int64_t running = 0;
   Histogram batch_size, queue_seconds, latency_seconds;
+  Histogram call_seconds;  // one batch's UNet call and scheduler step (generation)
 };
 
 class BatchEngine {

@@ -42,3 +42,32 @@ void memory_policy_for_loading();
 void memory_policy_for_running();
 
 }  // namespace cm
+
+namespace cm {
+
+// CPU threads per call. OpenMP's team waits at every layer for its slowest thread, so a thread
+// that shares its core with another busy process stalls the whole call for a scheduler time
+// slice per layer: the shipped model at batch 1 took 12-23x its idle time next to one busy
+// process. In adaptive mode each inference call first looks at how many cores other processes
+// are running on and uses the rest (at least one).
+struct CpuLoad {
+  int cores = 1;           // cores this process may run on (its affinity mask)
+  int others_running = 0;  // runnable threads of other processes, right now
+};
+// /proc/loadavg's runnable count less this process's own running threads (/proc/self/task).
+CpuLoad cpu_load_now();
+// The threads a call should use: the cores others leave free, between 1 and `max_threads`.
+int threads_for_load(int max_threads, const CpuLoad& load);
+
+// 0: adaptive, up to every core; N > 0: always N. Sets the calling thread's OpenMP team too.
+// Throws cm::Error outside 0..4x the cores (more only slows a call; thousands never started).
+void set_cpu_threads(int threads);
+// What set_cpu_threads chose (0: adaptive).
+int cpu_threads_setting();
+// Called by the library before each inference call of the UNet on the CPU, on the thread that
+// runs it: sizes that thread's OpenMP team (the load is sampled at most every 50 ms, and a
+// neighbour counts once two samples in a row see it). Returns
+// the threads the call will use.
+int adapt_cpu_threads();
+
+}  // namespace cm

@@ -2,17 +2,25 @@
 // grid of batch sizes, step counts, dtypes and thread counts, against the convolution peak
 // measured in the same run.
 #include <ATen/Parallel.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <algorithm>
 #include <chrono>
+#include <csignal>
+#include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <sys/resource.h>
+#include <thread>
 
 #include "bench/bench_util.h"
 #include "cm/bench.h"
 #include "cm/error.h"
 #include "cm/pipeline.h"
+#include "cm/tuning.h"
 #include "training/checkpoint.h"
 
 namespace cm {
@@ -21,10 +29,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-using bench_util::median;
-using bench_util::resolve_threads;
 using bench_util::Clock;
 using bench_util::dtype_of;
+using bench_util::median;
+using bench_util::resolve_threads;
 using bench_util::seconds_since;
 
 double peak_rss_mb() {
@@ -32,6 +40,48 @@ double peak_rss_mb() {
   getrusage(RUSAGE_SELF, &u);
   return u.ru_maxrss / 1024.0;  // kB on Linux
 }
+
+// Seconds since this process started: /proc/self/stat's start time (field 22, clock ticks after
+// boot) against the boot-time clock. 10 ms resolution.
+double process_age_s() {
+  std::ifstream in("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close = stat.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream fields(stat.substr(close + 2));
+  std::string field;
+  for (int i = 3; i <= 22 && fields >> field; ++i) {
+  }
+  timespec now{};
+  clock_gettime(CLOCK_BOOTTIME, &now);
+  const double start = std::stod(field) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  return now.tv_sec + now.tv_nsec * 1e-9 - start;
+}
+
+// A child process that keeps one core busy until destroyed (cm bench --contended): what a build
+// or another program running next to cm does to OpenMP's barriers.
+class BusySibling {
+ public:
+  BusySibling() {
+    pid_ = fork();
+    if (pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlives the benchmark
+      volatile unsigned long spin = 0;
+      for (;;) spin = spin + 1;
+    }
+    if (pid_ < 0) throw Error("--contended: fork failed");
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // running before timing starts
+  }
+  ~BusySibling() {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  BusySibling(const BusySibling&) = delete;
+  BusySibling& operator=(const BusySibling&) = delete;
+
+ private:
+  pid_t pid_ = -1;
+};
 
 UNetConfig tiny(bool conditional) {
   UNetConfig c;
@@ -70,8 +120,7 @@ UNetConfig bench_architecture(const std::string& name) {
     c.block_out_channels = {192, 384, 576, 768};
     c.down_block_types = {"ResnetDownsampleBlock2D", "AttnDownBlock2D", "AttnDownBlock2D",
                           "AttnDownBlock2D"};
-    c.up_block_types = {"AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D",
-                        "ResnetUpsampleBlock2D"};
+    c.up_block_types = {"AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "ResnetUpsampleBlock2D"};
     c.resnet_time_scale_shift = "scale_shift";
     c.attn_norm_num_groups = 32;
   } else if (name == "lsun256") {
@@ -79,9 +128,9 @@ UNetConfig bench_architecture(const std::string& name) {
     c.layers_per_block = 2;
     c.block_out_channels = {256, 256, 512, 512, 1024, 1024};
     c.down_block_types = {"ResnetDownsampleBlock2D", "ResnetDownsampleBlock2D",
-                          "ResnetDownsampleBlock2D", "AttnDownBlock2D", "AttnDownBlock2D",
-                          "AttnDownBlock2D"};
-    c.up_block_types = {"AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D",
+                          "ResnetDownsampleBlock2D", "AttnDownBlock2D",
+                          "AttnDownBlock2D",         "AttnDownBlock2D"};
+    c.up_block_types = {"AttnUpBlock2D",         "AttnUpBlock2D",         "AttnUpBlock2D",
                         "ResnetUpsampleBlock2D", "ResnetUpsampleBlock2D", "ResnetUpsampleBlock2D"};
   } else if (name == "tiny_cond" || name == "tiny_uncond") {
     c = tiny(name == "tiny_cond");
@@ -155,14 +204,16 @@ std::vector<BenchRow> run_bench(const BenchOptions& o) {
                 ": this cm was built without CUDA (see scripts/build.sh --cuda)");
 #endif
   }
+  const double process_start_s = process_age_s();
   std::vector<BenchRow> rows;
   for (const auto& model : o.models) {
     for (const auto& dtype : o.dtypes) {
       for (int threads : o.threads) {
         const int nt = resolve_threads(threads);
-        at::set_num_threads(nt);
+        set_cpu_threads(nt);  // the peak probe: every core asked for
         if (o.before_load) o.before_load();
         const ConvPeakProbe probe(dtype_of(dtype));
+        set_cpu_threads(threads);
         LoadOptions load;
         load.dtype = dtype_of(dtype);
         double load_s = -1;
@@ -181,44 +232,52 @@ std::vector<BenchRow> run_bench(const BenchOptions& o) {
         const double gflop = count_unet_flops(pipe->unet()->config()).total() / 1e9;
         for (int batch : o.batch_sizes) {
           for (int steps : bench_util::step_counts(o)) {
-            GenerateOptions g;
-            g.batch_size = batch;
-            g.num_inference_steps = steps;
-            g.timesteps = o.timesteps;
-            g.seed = 0;
-            BenchRow r;
-            r.model = model;
-            r.dtype = dtype;
-            r.batch = batch;
-            r.steps = steps;
-            r.timesteps = o.timesteps;
-            r.threads = nt;
-            r.load_s = load_s;
-            auto t = Clock::now();
-            (*pipe)(g);
-            r.first_call_s = seconds_since(t);
-            if (o.after_first_call) o.after_first_call();
-            // This machine's speed drifts by ±30% over seconds (a shared virtual machine): each
-            // timed call is followed by a peak sample, and the fraction is the median of the
-            // per-call ratios, so a slow spell slows both sides of a ratio alike.
-            std::vector<double> times, peaks, fractions;
-            const double flop_per_call = gflop * steps * batch;
-            for (int i = 0; i < std::max(1, o.repetitions); ++i) {
-              t = Clock::now();
+            bool first = true;
+            for (bool contended : o.contended) {
+              GenerateOptions g;
+              g.batch_size = batch;
+              g.num_inference_steps = steps;
+              g.timesteps = o.timesteps;
+              g.seed = 0;
+              BenchRow r;
+              r.model = model;
+              r.dtype = dtype;
+              r.batch = batch;
+              r.steps = steps;
+              r.timesteps = o.timesteps;
+              r.threads = threads;
+              r.contended = contended;
+              r.process_start_s = process_start_s;
+              r.load_s = load_s;
+              std::unique_ptr<BusySibling> sibling;
+              if (contended) sibling = std::make_unique<BusySibling>();
+              auto t = Clock::now();
               (*pipe)(g);
-              times.push_back(seconds_since(t));
-              peaks.push_back(probe.sample());
-              fractions.push_back(flop_per_call / times.back() / peaks.back());
+              r.first_call_s = first ? seconds_since(t) : -1;  // later rows: a warm-up call
+              if (first && o.after_first_call) o.after_first_call();
+              first = false;
+              // This machine's speed drifts by ±30% over seconds (a shared virtual machine): each
+              // timed call is followed by a peak sample, and the fraction is the median of the
+              // per-call ratios, so a slow spell slows both sides of a ratio alike.
+              std::vector<double> times, peaks, fractions;
+              const double flop_per_call = gflop * steps * batch;
+              for (int i = 0; i < std::max(1, o.repetitions); ++i) {
+                t = Clock::now();
+                (*pipe)(g);
+                times.push_back(seconds_since(t));
+                peaks.push_back(probe.sample());
+                fractions.push_back(flop_per_call / times.back() / peaks.back());
+              }
+              const double per_batch = median(times);
+              r.ms_per_image = per_batch / batch * 1e3;
+              r.images_per_s = batch / per_batch;
+              r.gflop_per_image = gflop * steps;
+              r.achieved_gflops = r.gflop_per_image * r.images_per_s;
+              r.peak_gflops = median(peaks);
+              r.fraction_of_peak = median(fractions);
+              r.peak_rss_mb = peak_rss_mb();
+              rows.push_back(r);
             }
-            const double per_batch = median(times);
-            r.ms_per_image = per_batch / batch * 1e3;
-            r.images_per_s = batch / per_batch;
-            r.gflop_per_image = gflop * steps;
-            r.achieved_gflops = r.gflop_per_image * r.images_per_s;
-            r.peak_gflops = median(peaks);
-            r.fraction_of_peak = median(fractions);
-            r.peak_rss_mb = peak_rss_mb();
-            rows.push_back(r);
           }
         }
       }
@@ -254,18 +313,31 @@ std::string cuda_markdown(const std::vector<BenchRow>& rows) {
 std::string bench_markdown(const std::vector<BenchRow>& rows) {
   if (!rows.empty() && rows.front().device != "cpu") return cuda_markdown(rows);
   std::ostringstream s;
-  s << "| model | dtype | threads | batch | steps | load s | first call s | ms/image | images/s | "
+  bool any_contended = false;
+  for (const auto& r : rows) any_contended = any_contended || r.contended;
+  s << "| model | dtype | threads | batch | steps |" << (any_contended ? " busy sibling |" : "")
+    << " start s | load s | first call s | ms/image | images/s | "
        "GFLOP/image | GFLOP/s | peak GFLOP/s | of peak | peak RSS MB |\n";
-  s << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  s << "|---|---|---|---|---|" << (any_contended ? "---|" : "")
+    << "---|---|---|---|---|---|---|---|---|---|\n";
+  auto seconds = [](double v) {
+    if (v < 0) return std::string("–");
+    char b[32];
+    std::snprintf(b, sizeof b, "%.3f", v);
+    return std::string(b);
+  };
   char buf[512];
   for (const auto& r : rows) {
+    const std::string threads = r.threads == 0 ? "auto" : std::to_string(r.threads);
     std::snprintf(buf, sizeof buf,
-                  "| %s | %s | %d | %d | %d | %s | %.3f | %.1f | %.2f | %.1f | %.1f | %.1f | "
+                  "| %s | %s | %s | %d | %d |%s %s | %s | %s | %.1f | %.2f | %.1f | %.1f | %.1f | "
                   "%.0f%% | %.0f |\n",
-                  r.model.c_str(), r.dtype.c_str(), r.threads, r.batch, r.steps,
-                  r.load_s < 0 ? "–" : std::to_string(r.load_s).substr(0, 5).c_str(),
-                  r.first_call_s, r.ms_per_image, r.images_per_s, r.gflop_per_image,
-                  r.achieved_gflops, r.peak_gflops, 100 * r.fraction_of_peak, r.peak_rss_mb);
+                  r.model.c_str(), r.dtype.c_str(), threads.c_str(), r.batch, r.steps,
+                  any_contended ? (r.contended ? " yes |" : " no |") : "",
+                  seconds(r.process_start_s).c_str(), seconds(r.load_s).c_str(),
+                  seconds(r.first_call_s).c_str(), r.ms_per_image, r.images_per_s,
+                  r.gflop_per_image, r.achieved_gflops, r.peak_gflops, 100 * r.fraction_of_peak,
+                  r.peak_rss_mb);
     s << buf;
   }
   return s.str();
@@ -281,6 +353,8 @@ std::string bench_json(const std::vector<BenchRow>& rows) {
                  {"cuda_graphs", r.cuda_graphs},
                  {"peak_gpu_mem_mb", r.peak_gpu_mem_mb},
                  {"threads", r.threads},
+                 {"contended", r.contended},
+                 {"process_start_s", r.process_start_s},
                  {"batch", r.batch},
                  {"steps", r.steps},
                  {"load_s", r.load_s},

@@ -7,6 +7,7 @@
 
 #include "cm/editing.h"
 #include "cm/error.h"
+#include "cm/tuning.h"
 
 namespace cm {
 
@@ -87,6 +88,7 @@ ZeroShotOutput run_zero_shot(ConsistencyModelPipeline& pipe, const EditProblem& 
   const double s_noise = scheduler.config().s_noise;
   const int steps = static_cast<int>(timesteps.size());
   for (int i = 0; i < steps; ++i) {
+    if (x.is_cpu()) adapt_cpu_threads();
     const auto t = at::scalar_tensor(timesteps[i], at::kDouble);
     const auto model_output =
         unet->forward(scheduler.scale_model_input(x, i).to(dtype), t, label_tensor).to(at::kFloat);

@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include "cm/tuning.h"
+
 namespace cm::pipelines {
 
 at::Tensor run_sampling_loop(UNet2DModelImpl& unet, const CMStochasticIterativeScheduler& scheduler,
@@ -9,6 +11,7 @@ at::Tensor run_sampling_loop(UNet2DModelImpl& unet, const CMStochasticIterativeS
   at::Tensor sample = in.noise * scheduler.init_noise_sigma();
   const int steps = static_cast<int>(in.timesteps.size());
   for (int i = 0; i < steps; ++i) {
+    if (sample.is_cpu()) adapt_cpu_threads();
     const auto scaled = scheduler.scale_model_input(sample, i);
     const auto out = unet.forward(scaled, in.timesteps[i], in.labels);
     sample = scheduler.step_with_noise(out, i, sample,

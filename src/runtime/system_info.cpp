@@ -3,6 +3,7 @@
 
 #include "cm/system.h"
 #include "cm/tuning.h"
+#include "cm/version.h"
 #include "kernels/isa.h"
 #include "runtime/version_line.h"
 

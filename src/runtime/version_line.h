@@ -6,6 +6,8 @@
 
 #include <string>
 
+#include "cm/version.h"
+
 namespace cm::detail {
 
 inline std::string version_line() {

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "cm/server.h"
+#include "cm/tuning.h"
 #include "pipelines/sampling_loop.h"
 
 namespace cm::server {
@@ -89,6 +90,7 @@ BatchEngine::BatchEngine(ConsistencyModelPipeline& pipeline, EngineOptions optio
   stats_.batch_size = Histogram(sizes);
   stats_.queue_seconds = Histogram(seconds);
   stats_.latency_seconds = Histogram(seconds);
+  stats_.call_seconds = Histogram(seconds);
   thread_ = std::thread([this] { run(); });
 }
 
@@ -466,6 +468,7 @@ void BatchEngine::evaluate(const std::vector<Row>& rows) {
     const auto t = at::tensor(times, at::TensorOptions().dtype(at::kDouble));
     std::optional<at::Tensor> l;
     if (!labels.empty()) l = labels.size() == 1 ? labels.front() : at::cat(labels);
+    if (x.is_cpu()) adapt_cpu_threads();
     const auto out = pipeline_.unet()->forward(x, t, l);
     std::vector<at::Tensor> next;
     int64_t offset = 0;
@@ -495,9 +498,12 @@ void BatchEngine::evaluate(const std::vector<Row>& rows) {
   std::vector<Job*> failed;
   std::vector<std::string> reasons;
   size_t evaluations = 0;
+  double call_seconds = -1;
   try {
     ++evaluations;
+    const auto call_begin = Clock::now();
     apply(runs, compute(runs));
+    call_seconds = std::chrono::duration<double>(Clock::now() - call_begin).count();
   } catch (const std::exception& shared_error) {
     // One request's fault must not fail its neighbours: each request alone, once more.
     std::vector<Job*> order;
@@ -527,6 +533,7 @@ void BatchEngine::evaluate(const std::vector<Row>& rows) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.evaluations += evaluations;
+    if (call_seconds >= 0) stats_.call_seconds.observe(call_seconds);
     stats_.batch_size.observe(static_cast<double>(rows.size()));
     for (const auto& r : rows) {
       const Job& job = *r.job;

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "cm/output.h"
+#include "cm/version.h"
 
 namespace cm::server {
 

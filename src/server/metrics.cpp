@@ -77,6 +77,8 @@ std::string render_metrics(const RequestCounter& requests, const EngineStats* s)
   histogram(out, "cm_batch_size", "Images per UNet call.", s->batch_size);
   histogram(out, "cm_queue_seconds", "Admission to first network evaluation.", s->queue_seconds);
   histogram(out, "cm_latency_seconds", "Admission to the finished images.", s->latency_seconds);
+  histogram(out, "cm_call_seconds", "One batch's UNet call and scheduler step (generation).",
+            s->call_seconds);
   return out.str();
 }
 

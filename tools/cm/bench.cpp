@@ -19,7 +19,7 @@ Runner add_bench(CLI::App& app) {
     BenchOptions o;
     std::string models = "imagenet64", batches = "1", steps = "1", dtypes = "float32",
                 threads = "0", save, timesteps, graphs = "on";
-    bool json = false, flops = false, kernels = false;
+    bool json = false, flops = false, kernels = false, contended = false;
     std::string serve, concurrency = "1,4,16,64", api_key;
     double duration = 20, warmup = -1;
   };
@@ -32,7 +32,9 @@ Runner add_bench(CLI::App& app) {
   app.add_option("--steps", a->steps, "comma-separated step counts")->capture_default_str();
   app.add_option("--dtype", a->dtypes, "comma-separated: float32, bfloat16, float16")
       ->capture_default_str();
-  app.add_option("-t,--threads", a->threads, "comma-separated thread counts (0: all)")
+  app.add_option("-t,--threads", a->threads,
+                 "comma-separated thread counts (0: adaptive, the cores other processes leave "
+                 "free)")
       ->capture_default_str();
   app.add_option("-r,--repetitions", a->o.repetitions, "timed runs per row (median)")
       ->capture_default_str()
@@ -48,6 +50,8 @@ Runner add_bench(CLI::App& app) {
   app.add_flag("--kernels", a->kernels,
                "time each fused CPU kernel against the plain ops it replaces (uses --dtype, the "
                "first --threads, --repetitions) and exit");
+  app.add_flag("--contended", a->contended,
+               "CPU: time each row idle, then again while a sibling process keeps one core busy");
   app.add_flag("--json", a->json, "JSON instead of a markdown table");
 #if CM_SERVER
   app.add_option("--serve", a->serve,
@@ -116,6 +120,9 @@ Runner add_bench(CLI::App& app) {
     } else {
       throw Error("--cuda-graphs: unknown value '" + a->graphs + "' (on, off, both)");
     }
+    if (a->contended) a->o.contended = {false, true};
+    for (int t : a->o.threads)
+      if (t < 0) throw Error("-t/--threads: must be at least 0, got " + std::to_string(t));
     if (a->flops) {
       for (const auto& m : a->o.models) {
         const auto f = count_unet_flops(bench_architecture(m));

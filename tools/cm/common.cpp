@@ -13,6 +13,7 @@
 #include "cm/dtype.h"
 #include "cm/error.h"
 #include "cm/pipeline.h"
+#include "cm/tuning.h"
 
 namespace cm::cli {
 
@@ -96,20 +97,33 @@ CLI::Validator at_least(long long min) {
       "INT>=" + std::to_string(min));
 }
 
-void set_threads(int threads) {
+void set_threads(int threads, bool adaptive) {
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   // More threads than cores only slow a call down; thousands never finished starting.
   if (threads < 0 || threads > 4 * cores)
-    throw Error("-t/--threads: must be between 0 (all cores) and " + std::to_string(4 * cores) +
-                " (4 x this machine's " + std::to_string(cores) + " cores), got " +
-                std::to_string(threads));
-  at::set_num_threads(threads == 0 ? cores : threads);
+    throw Error("-t/--threads: must be between 0 (" +
+                std::string(adaptive ? "the cores other processes leave free" : "all cores") +
+                ") and " + std::to_string(4 * cores) + " (4 x this machine's " +
+                std::to_string(cores) + " cores), got " + std::to_string(threads));
+  set_cpu_threads(threads == 0 && !adaptive ? cores : threads);
 }
 
 std::string model_or_default(const std::string& model) {
   if (!model.empty()) return model;
   if (const char* env = std::getenv("CM_MODEL")) return env;
-  return CM_DEFAULT_MODEL;
+  return shipped_model("fmnist-cm", "-m MODEL or set CM_MODEL");
+}
+
+std::string shipped_model(const std::string& name, const std::string& instead) {
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  const auto dir = exe.parent_path();
+  for (const auto& folder :
+       {dir / "models" / name, dir.parent_path() / "share" / "consistency" / "models" / name}) {
+    if (!ec && std::filesystem::is_directory(folder)) return folder.string();
+  }
+  throw Error("the shipped model '" + name + "' is not beside " + exe.string() + " (models/" +
+              name + " or ../share/consistency/models/" + name + "): pass " + instead);
 }
 
 std::string output_name(const std::string& pattern, int index, int count) {

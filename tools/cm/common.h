@@ -40,11 +40,15 @@ c10::ScalarType choose_dtype(const std::string& name, c10::Device device);
 c10::Device parse_device(const std::string& name);
 // "22,0" -> {22, 0}; cm::Error naming the option and the bad item.
 std::vector<int64_t> parse_int_list(const std::string& option, const std::string& text);
-// Threads for intra-op work: the given count, or all hardware threads when <= 0.
-void set_threads(int threads);
+// -t/--threads: 0 is adaptive (cm/tuning.h) where `adaptive`, else every core.
+void set_threads(int threads, bool adaptive = true);
 // The model folder or repository id to use: `model`, else $CM_MODEL, else the shipped
 // Fashion-MNIST model.
 std::string model_or_default(const std::string& model);
+// A shipped folder (models/NAME), found from where cm is: models/ beside the binary (a build
+// tree links it there) or ../share/consistency/models (an installed cm); cm::Error if neither,
+// saying what to pass `instead`.
+std::string shipped_model(const std::string& name, const std::string& instead);
 // "out.png" -> out.png for one image, out_0.png, out_1.png, ... for several; a %d in the name
 // takes the index instead.
 std::string output_name(const std::string& pattern, int index, int count);

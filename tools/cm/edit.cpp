@@ -17,6 +17,7 @@
 #include "cm/hub.h"
 #include "cm/output.h"
 #include "cm/pipeline.h"
+#include "cm/version.h"
 #include "common.h"
 #include "hub_progress.h"
 #include "subcommands.h"
@@ -267,7 +268,10 @@ Runner add_edit(CLI::App& app) {
                  "computes it natively, else float32)")
       ->capture_default_str();
   app.add_option("--device", args->device, "cpu or cuda")->capture_default_str();
-  app.add_option("-t,--threads", args->threads, "CPU threads (default: all)");
+  app.add_option(
+      "-t,--threads", args->threads,
+      "CPU threads (default 0: the cores other processes leave free, checked before each "
+      "network call)");
   app.add_flag("--grid", args->grid,
                "one PNG: input, what the model sees, result(s) side by side (interpolate: the "
                "frames)");

@@ -31,12 +31,13 @@ Runner add_train_classifier(CLI::App& app) {
 Runner add_eval(CLI::App& app) {
   auto o = std::make_shared<EvalOptions>();
   // The shipped classifier, wherever cm is run from ($CM_CLASSIFIER overrides).
-  o->classifier =
-      std::getenv("CM_CLASSIFIER") ? std::getenv("CM_CLASSIFIER") : CM_DEFAULT_CLASSIFIER;
+  const char* env = std::getenv("CM_CLASSIFIER");
+  o->classifier = env ? env : "";
   auto threads = std::make_shared<int>(0);
   app.add_option("-m,--model", o->model,
                  "pipeline folder to evaluate (absent: real test images against themselves)");
-  app.add_option("--classifier", o->classifier, "classifier folder")->capture_default_str();
+  app.add_option("--classifier", o->classifier,
+                 "classifier folder (default: the shipped one; $CM_CLASSIFIER overrides)");
   app.add_option("--per-class", o->samples_per_class, "samples per class")
       ->capture_default_str()
       ->check(at_least(1));
@@ -50,6 +51,8 @@ Runner add_eval(CLI::App& app) {
   app.add_flag("-q,--quiet", o->quiet);
   return [o, threads] {
     set_threads(*threads);
+    if (o->classifier.empty())
+      o->classifier = shipped_model("fmnist-classifier", "--classifier DIR or set CM_CLASSIFIER");
     const auto r = evaluate(*o);
     std::printf("classifier test accuracy: %.4f\n\n", r.classifier_test_accuracy);
     std::printf("| what | images | Fréchet distance | classifier accuracy |\n|---|---|---|---|\n");

@@ -18,6 +18,7 @@
 #include "cm/pipeline.h"
 #include "cm/training.h"
 #include "cm/tuning.h"
+#include "cm/version.h"
 #include "common.h"
 #include "generate_chunked.h"
 #include "hub_progress.h"
@@ -239,7 +240,10 @@ Runner add_generate(CLI::App& app) {
                  "computes it natively, else float32)")
       ->capture_default_str();
   add_device_options(app, args->dev);
-  app.add_option("-t,--threads", args->threads, "CPU threads (default: all)");
+  app.add_option(
+      "-t,--threads", args->threads,
+      "CPU threads (default 0: the cores other processes leave free, checked before each "
+      "network call)");
   app.add_flag("--grid", args->grid, "write the whole batch as one PNG grid");
   app.add_flag("-q,--quiet", args->quiet, "no progress output on stderr");
   return [args] { return run_generate(*args); };

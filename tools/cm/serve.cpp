@@ -1,8 +1,8 @@
 // cm serve: an HTTP server for a consistency model (OpenAI Images API, native jobs, /metrics),
 // batching requests at any sampling step into shared UNet calls (docs/server.md).
-#include <CLI/CLI.hpp>
 #include <fcntl.h>
 #include <unistd.h>
+#include <CLI/CLI.hpp>
 
 #include <atomic>
 #include <cerrno>
@@ -247,7 +247,10 @@ Runner add_serve(CLI::App& app) {
                  "computes it natively, else float32)")
       ->capture_default_str();
   app.add_option("--device", args->device, "cpu, cuda or cuda:N")->capture_default_str();
-  app.add_option("-t,--threads", args->threads, "CPU threads (default: all)");
+  app.add_option(
+      "-t,--threads", args->threads,
+      "CPU threads (default 0: the cores other processes leave free, checked before each "
+      "network call)");
   app.add_flag("-q,--quiet", args->quiet, "no progress output on stderr");
   return [args] { return run_serve(*args); };
 }

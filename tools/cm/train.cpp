@@ -55,7 +55,7 @@ UNetConfig architecture(const TrainArgs& a) {
 }
 
 int run_train(TrainArgs& a) {
-  set_threads(a.threads);
+  set_threads(a.threads, /*adaptive=*/false);  // a run resumes bit for bit on a busy machine too
   a.o.unet = architecture(a);
   a.o.classes_from_data = a.unet_config.empty() && a.num_classes == -1;
   a.o.distributed = distributed_from_env();
