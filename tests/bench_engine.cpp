@@ -3,6 +3,8 @@
 // pipeline alone) and `scripts/bench_serve.py` (the whole server) to tell the engine's cost from
 // the HTTP side's. Built with the tests, not run by CTest (timings are not tested).
 //   build/tests/bench_engine MODEL [clients=16] [threads=2] [seconds=10] [batch_wait_ms=0]
+//                            [think_ms=0]
+// (think_ms: each client pauses this long between its requests, as an HTTP round trip does)
 // (threads 0: adaptive, as cm serve's default)
 // (It tunes OpenBLAS and the allocator as `cm` does, cm/tuning.h.)
 #include <algorithm>
@@ -38,16 +40,17 @@ int main(int argc, char** argv) {
   cm::memory_policy_for_loading();
   using namespace cm::server;
   using Clock = std::chrono::steady_clock;
-  if (argc < 2 || argc > 6) {
+  if (argc < 2 || argc > 7) {
     std::fprintf(stderr,
                  "usage: bench_engine MODEL [clients=16] [threads=2] [seconds=10] "
-                 "[batch_wait_ms=0]\n");
+                 "[batch_wait_ms=0] [think_ms=0]\n");
     return 1;
   }
   const int clients = argc > 2 ? integer_arg(argv[2], "clients", 1) : 16;
   const int threads = argc > 3 ? integer_arg(argv[3], "threads", 0) : 2;
   const int seconds = argc > 4 ? integer_arg(argv[4], "seconds", 1) : 10;
   const int wait_ms = argc > 5 ? integer_arg(argv[5], "batch_wait_ms", 0) : 0;
+  const int think_ms = argc > 6 ? integer_arg(argv[6], "think_ms", 0) : 0;
   try {
     auto pipeline = cm::ConsistencyModelPipeline::from_pretrained(argv[1]);
     cm::memory_policy_for_running();
@@ -76,6 +79,7 @@ int main(int argc, char** argv) {
           }
           engine.wait(id);
           engine.forget(id);
+          if (think_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(think_ms));
           if (counting) {
             ++images;
             latencies[static_cast<size_t>(c)].push_back(

@@ -9,10 +9,12 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <thread>
 
 #include "cm/config.h"
 #include "cm/dtype.h"
@@ -161,7 +163,22 @@ int run_serve(const ServeArgs& a) {
 
   set_threads(a.threads);
   const std::string folder = resolve_model(model, hub_options(a.variant, a.quiet));
-  auto pipe = ConsistencyModelPipeline::from_pretrained(folder, load);
+  // Loaded on a thread that then ends, taking its OpenMP team with it. A team left on the main
+  // thread made libgomp count more OpenMP threads than cores, and then its workers stop spinning
+  // between parallel loops almost at once: each batch's call took ~50% longer (docs/server.md).
+  std::unique_ptr<ConsistencyModelPipeline> loaded;
+  std::exception_ptr load_error;
+  std::thread([&] {
+    try {
+      adapt_cpu_threads();
+      loaded = std::make_unique<ConsistencyModelPipeline>(
+          ConsistencyModelPipeline::from_pretrained(folder, load));
+    } catch (...) {
+      load_error = std::current_exception();
+    }
+  }).join();
+  if (load_error) std::rethrow_exception(load_error);
+  ConsistencyModelPipeline& pipe = *loaded;
   memory_policy_for_running();
   server::EngineOptions engine_options;
   engine_options.max_batch = a.max_batch;
