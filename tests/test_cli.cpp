@@ -132,6 +132,14 @@ TEST_F(CliTest, BadArgumentsGiveOneLineErrors) {
       {"eval --per-class 0", "--per-class"},
       {"eval --real-limit -5", "--real-limit"},
       {"bench -m tiny_cond -r 0", "--repetitions"},
+      // Empty values were silently no value; a seed past 64 bits was saturated; float16 on the
+      // CPU failed at the first call with ATen's message (LibTorch 1.13 has no such kernels).
+      {"generate " + model + " --class ''", "--class"},
+      {"generate " + model + " --timesteps ''", "--timesteps"},
+      {"generate -m '' -q -o " + path("bad.png"), "--model"},
+      {"edit " + model + " --class ''", "--class"},
+      {"generate " + model + " -s 99999999999999999999999", "--seed"},
+      {"generate " + model + " --dtype float16", "dtype float16: this LibTorch"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.args);

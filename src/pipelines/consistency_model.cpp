@@ -2,6 +2,7 @@
 #include <ATen/Context.h>
 #include <filesystem>
 #include <future>
+#include <torch/version.h>
 
 #include "cm/error.h"
 #include "cm/pipeline.h"
@@ -65,11 +66,36 @@ std::vector<at::Device> load_devices(const LoadOptions& o) {
 
 }  // namespace
 
+namespace {
+
+// float16 on the CPU: LibTorch 1.13 has no CPU kernels for its matrix products, which failed
+// only at the first call with ATen's own message; 2.x has them. Asked of LibTorch itself, once.
+void check_cpu_float16() {
+  static const std::string missing = [] {
+    try {
+      c10::InferenceMode guard;
+      const auto x = at::ones({1, 2, 4, 4}, at::kHalf);
+      at::conv2d(x, at::ones({2, 2, 3, 3}, at::kHalf), at::ones({2}, at::kHalf), 1, 1);
+      at::addmm(at::ones({2}, at::kHalf), at::ones({2, 2}, at::kHalf), at::ones({2, 2}, at::kHalf));
+      return std::string();
+    } catch (const std::exception& e) {
+      const std::string what = e.what();
+      return what.substr(0, what.find('\n'));
+    }
+  }();
+  if (!missing.empty())
+    throw Error("dtype float16: this LibTorch (" TORCH_VERSION
+                ") cannot compute it on the CPU (" + missing + "); use float32 or bfloat16");
+}
+
+}  // namespace
+
 ConsistencyModelPipeline ConsistencyModelPipeline::from_pretrained(const std::string& path,
                                                                    const LoadOptions& options) {
   if (!fs::exists(path)) throw Error(path + ": model folder does not exist");
   if (!fs::is_directory(path)) throw Error(path + ": not a directory");
   const auto devices = load_devices(options);
+  if (devices.front().is_cpu() && options.dtype == at::kHalf) check_cpu_float16();
   if (devices.front().is_cuda()) {
     // LibTorch lets cuDNN use TF32 for float32 convolutions by default: ~1e-3 off diffusers'
     // float32 numbers. Process-wide switches, so a float32 load decides them.

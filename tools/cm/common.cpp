@@ -83,6 +83,26 @@ std::vector<int64_t> parse_int_list(const std::string& option, const std::string
   return out;
 }
 
+CLI::Validator not_empty() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string { return text.empty() ? "must not be empty" : ""; }, "");
+}
+
+CLI::Validator seed_value() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        try {
+          size_t end = 0;
+          std::stoll(text, &end);
+          if (end == text.size()) return "";
+        } catch (const std::exception&) {
+        }
+        return "must be an integer between -9223372036854775808 and 9223372036854775807, got " +
+               text;
+      },
+      "INT");
+}
+
 CLI::Validator at_least(long long min) {
   return CLI::Validator(
       [min](std::string& text) -> std::string {

@@ -21,6 +21,10 @@ namespace cm::cli {
 // A CLI11 check: an integer of at least `min` ("must be at least 1, got 0"; CLI11's own
 // PositiveNumber names a 300-digit upper bound).
 CLI::Validator at_least(long long min);
+// A CLI11 check: a value given must not be empty (`--class ""` was silently no class).
+CLI::Validator not_empty();
+// A CLI11 check for seeds: a whole 64-bit integer (a longer number was silently saturated).
+CLI::Validator seed_value();
 
 // --device, --devices and --no-cuda-graphs, shared by generate, edit and bench.
 struct DeviceArgs {

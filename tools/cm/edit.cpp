@@ -237,7 +237,8 @@ int run_edit(EditArgs a) {
 Runner add_edit(CLI::App& app) {
   auto args = std::make_shared<EditArgs>();
   app.add_option("-m,--model", args->model,
-                 "diffusers pipeline folder (or a UNet folder); default: the shipped model");
+                 "diffusers pipeline folder (or a UNet folder); default: the shipped model")
+      ->check(not_empty());
   app.add_option("--task", args->task,
                  "inpaint, colorize, superres, stroke, interpolate or denoise")
       ->required();
@@ -248,7 +249,7 @@ Runner add_edit(CLI::App& app) {
                  "is a low-resolution image whose size divides the model's)");
   app.add_option("--sigma", args->sigma, "denoise: the image's noise level");
   app.add_flag("--add-noise", args->add_noise, "denoise: add noise of level --sigma first");
-  app.add_option("--seed2", args->seed2, "interpolate: the second seed");
+  app.add_option("--seed2", args->seed2, "interpolate: the second seed")->check(seed_value());
   app.add_option("--frames", args->frames, "interpolate: images from --seed to --seed2")
       ->capture_default_str();
   app.add_option("-o,--output", args->output,
@@ -259,10 +260,14 @@ Runner add_edit(CLI::App& app) {
                  "time points evenly spaced over the training grid (default 20; stroke: "
                  "sigmas 5.38,2.24)");
   app.add_option("--timesteps", args->timesteps,
-                 "explicit descending indices into the training grid (overrides --steps)");
-  app.add_option("--sigmas", args->sigmas, "explicit descending noise levels, e.g. 5.38,2.24");
-  app.add_option("--class", args->classes, "class label for class-conditional models");
-  app.add_option("-s,--seed", args->seed, "random seed (random and printed when absent)");
+                 "explicit descending indices into the training grid (overrides --steps)")
+      ->check(not_empty());
+  app.add_option("--sigmas", args->sigmas, "explicit descending noise levels, e.g. 5.38,2.24")
+      ->check(not_empty());
+  app.add_option("--class", args->classes, "class label for class-conditional models")
+      ->check(not_empty());
+  app.add_option("-s,--seed", args->seed, "random seed (random and printed when absent)")
+      ->check(seed_value());
   app.add_option("--dtype", args->dtype,
                  "float32 (exact), bfloat16, float16, or auto (bfloat16 where the CPU or GPU "
                  "computes it natively, else float32)")

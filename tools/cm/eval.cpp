@@ -35,9 +35,11 @@ Runner add_eval(CLI::App& app) {
   o->classifier = env ? env : "";
   auto threads = std::make_shared<int>(0);
   app.add_option("-m,--model", o->model,
-                 "pipeline folder to evaluate (absent: real test images against themselves)");
+                 "pipeline folder to evaluate (absent: real test images against themselves)")
+      ->check(not_empty());
   app.add_option("--classifier", o->classifier,
-                 "classifier folder (default: the shipped one; $CM_CLASSIFIER overrides)");
+                 "classifier folder (default: the shipped one; $CM_CLASSIFIER overrides)")
+      ->check(not_empty());
   app.add_option("--per-class", o->samples_per_class, "samples per class")
       ->capture_default_str()
       ->check(at_least(1));

@@ -213,7 +213,8 @@ Runner add_generate(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
   app.add_option("-m,--model", args->model,
                  "diffusers pipeline folder (or a UNet folder), or a Hugging Face Hub repository "
-                 "id org/name[@revision] (default: the shipped Fashion-MNIST model)");
+                 "id org/name[@revision] (default: the shipped Fashion-MNIST model)")
+      ->check(not_empty());
   app.add_option("-o,--output", args->output,
                  "output file: .png (a %d in the name numbers the batch), .npy (float32 NHWC in "
                  "[0,1]) or .npz (arr_0 uint8 NHWC, arr_1 labels)")
@@ -225,14 +226,17 @@ Runner add_generate(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--steps", args->steps, "number of sampling steps")->capture_default_str();
   app.add_option("--timesteps", args->timesteps,
-                 "explicit descending timestep indices, e.g. 22,0 (overrides --steps)");
+                 "explicit descending timestep indices, e.g. 22,0 (overrides --steps)")
+      ->check(not_empty());
   app.add_option("--class", args->classes,
                  "class label(s) for class-conditional models: one for all, or one per image "
-                 "(random when absent); numbers or the model's class names, e.g. sneaker");
+                 "(random when absent); numbers or the model's class names, e.g. sneaker")
+      ->check(not_empty());
   app.add_option("--per-class", args->per_class,
                  "N images of every class as one grid, one row per class")
       ->check(at_least(1));
-  app.add_option("-s,--seed", args->seed, "random seed (random and printed when absent)");
+  app.add_option("-s,--seed", args->seed, "random seed (random and printed when absent)")
+      ->check(seed_value());
   app.add_option("--variant", args->variant,
                  "weights variant, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors)");
   app.add_option("--dtype", args->dtype,

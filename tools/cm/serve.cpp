@@ -222,7 +222,8 @@ Runner add_serve(CLI::App& app) {
   auto args = std::make_shared<ServeArgs>();
   app.add_option("-m,--model", args->model,
                  "diffusers pipeline folder (or a UNet folder), or a Hugging Face Hub repository "
-                 "id org/name[@revision] (default: the shipped Fashion-MNIST model)");
+                 "id org/name[@revision] (default: the shipped Fashion-MNIST model)")
+      ->check(not_empty());
   app.add_option("--host", args->host, "address to listen on (loopback unless told otherwise)")
       ->capture_default_str();
   app.add_option("--port", args->port, "TCP port")->capture_default_str();
