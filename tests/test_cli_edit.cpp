@@ -19,8 +19,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-using test::RunResult;
 using test::run_cm;
+using test::RunResult;
 
 ImageU8 make_image(int w, int h, int c, const std::function<int(int, int, int)>& f) {
   ImageU8 img;
@@ -206,8 +206,34 @@ TEST_F(CliEdit, BadInputsGiveOneLineErrors) {
     EXPECT_FALSE(fs::exists(path("bad.png")));
   }
   const auto r = run_cm(kEdit + "--task stroke" + ref + " -s 1 -o " + path("x.jpg"));
-  EXPECT_NE(r.output.find("--output: '" + path("x.jpg") + "' must end in .png"), std::string::npos)
+  EXPECT_NE(r.output.find("--output: '" + path("x.jpg") + "' must end in .png, .npy or .npz"),
+            std::string::npos)
       << r.output;
+}
+
+// -o x.npy and x.npz as in cm generate: the same images as the PNGs of the same edit.
+TEST_F(CliEdit, ArraysHoldThePngsImages) {
+  write_jpeg(path("gray.jpg"), picture(32, 32, 1));
+  const std::string edit = kEdit + "--task colorize --image " + path("gray.jpg") + " -s 2 -n 2 ";
+  ASSERT_EQ(run_cm(edit + "-o " + path("c.png")).status, 0);
+  ASSERT_EQ(run_cm(edit + "-o " + path("c.npy")).status, 0);
+  ASSERT_EQ(run_cm(edit + "-o " + path("c.npz")).status, 0);
+  const NpyArray npy = read_npy(path("c.npy"));
+  ASSERT_EQ(npy.shape, (std::vector<int64_t>{2, 32, 32, 3}));
+  const auto npz = read_npz(path("c.npz"));
+  ASSERT_EQ(npz.size(), 2u);  // arr_0 images, arr_1 labels
+  ASSERT_EQ(npz[0].second.shape, npy.shape);
+  const float* values = reinterpret_cast<const float*>(npy.data.data());
+  for (int i = 0; i < 2; ++i) {
+    const ImageU8 png = read_png(path("c_" + std::to_string(i) + ".png"));
+    for (size_t k = 0; k < png.pixels.size(); ++k) {
+      const size_t at = i * png.pixels.size() + k;
+      ASSERT_EQ(npz[0].second.data[at], png.pixels[k]) << i << " " << k;
+      ASSERT_NEAR(values[at] * 255, png.pixels[k], 0.5001) << i << " " << k;
+    }
+  }
+  const auto r = run_cm(edit + "--grid -o " + path("g.npy"));
+  EXPECT_NE(r.output.find("--grid"), std::string::npos) << r.output;
 }
 
 }  // namespace

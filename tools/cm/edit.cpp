@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -153,8 +154,14 @@ uint64_t seed_or_random(const std::optional<int64_t>& seed, const char* name) {
 int run_edit(EditArgs a) {
   EditOptions o;
   o.task = parse_edit_task(a.task);
-  if (a.output.size() < 4 || a.output.compare(a.output.size() - 4, 4, ".png") != 0)
-    throw Error("--output: '" + a.output + "' must end in .png");
+  auto ends_with = [&](const char* suffix) {
+    const size_t n = std::strlen(suffix);
+    return a.output.size() >= n && a.output.compare(a.output.size() - n, n, suffix) == 0;
+  };
+  const bool npy = ends_with(".npy"), npz = ends_with(".npz");
+  if (!ends_with(".png") && !npy && !npz)
+    throw Error("--output: '" + a.output + "' must end in .png, .npy or .npz");
+  if (a.grid && (npy || npz)) throw Error("--grid: only with a .png --output");
   if (a.batch_size < 1)
     throw Error("--batch-size: must be at least 1, got " + std::to_string(a.batch_size));
   if (a.steps && *a.steps < 1)
@@ -204,6 +211,14 @@ int run_edit(EditArgs a) {
     log(a.quiet, line);
   };
   const EditResult r = edit(pipe, o);
+  if (npy || npz) {  // as cm generate: float32 NHWC in [0, 1], or uint8 and the labels
+    if (npy)
+      write_npy(a.output, images_to_npy(r.images));
+    else
+      write_samples_npz(a.output, r.images, r.class_labels);
+    std::cout << a.output << std::endl;
+    return 0;
+  }
 
   const auto results = to_uint8_images(r.images);
   const bool frames = o.task == EditTask::kInterpolate;
@@ -252,8 +267,10 @@ Runner add_edit(CLI::App& app) {
   app.add_option("--seed2", args->seed2, "interpolate: the second seed")->check(seed_value());
   app.add_option("--frames", args->frames, "interpolate: images from --seed to --seed2")
       ->capture_default_str();
-  app.add_option("-o,--output", args->output,
-                 "output .png (several images: numbered, or a %d in the name)")
+  app.add_option(
+         "-o,--output", args->output,
+         "output .png (several images: numbered, or a %d in the name), .npy (float32 NHWC in "
+         "[0,1]) or .npz (arr_0 uint8 NHWC, arr_1 labels)")
       ->capture_default_str();
   app.add_option("-n,--batch-size", args->batch_size, "samples of the edit")->capture_default_str();
   app.add_option("--steps", args->steps,
