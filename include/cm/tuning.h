@@ -1,6 +1,7 @@
 // Process-wide tuning for speed on the CPU: the BLAS library's threads and kernels, glibc's
-// allocator policy, and adaptive thread counts. cm makes these calls itself (tools/cm/cli.cpp); a
-// program that embeds the library makes them when it wants the same speed. Nothing here runs unless called.
+// allocator policy, and adaptive thread counts. cm makes these calls itself (tools/cm/cli.cpp);
+// a program that embeds the library makes them when it wants the same speed. Nothing here runs
+// unless called.
 #pragma once
 
 #include <string>
