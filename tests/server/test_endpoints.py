@@ -196,13 +196,16 @@ def test_sdapi_progress_options_models(server):
     assert models[0]["title"] == shipped_model()
 
 
-def read_events(response):
-    """Server-sent events as (name, data) pairs, and the count of keep-alive comments."""
+def read_events(response, on_comment=None):
+    """Server-sent events as (name, data) pairs, and the count of keep-alive comments;
+    on_comment(count) is called as each comment arrives."""
     events, comments, name, data = [], 0, None, []
     for raw in response:
         line = raw.decode().rstrip("\r\n")
         if line.startswith(":"):
             comments += 1
+            if on_comment:
+                on_comment(comments)
         elif line.startswith("event: "):
             name = line[7:]
         elif line.startswith("data: "):
@@ -239,22 +242,35 @@ def test_job_stream(server):
 
 def test_stream_keep_alive_and_position():
     import urllib.request
-    with CmServer(args=["--max-batch", "1", "--sse-keep-alive", "1"]) as s:
+    with CmServer(args=["--max-batch", "1", "--sse-keep-alive", "1", "--max-n", "64"]) as s:
         # A long request running and a short one queued keep the streamed one waiting, first
         # with one request ahead of it in the queue (the running one does not count), then none.
-        assert s.post("/v1/jobs", {"seed": 1, "n": 8, "steps": 20})[0] == 202
+        # The long one (64 images x 160 steps, one image per call) would run for many seconds on
+        # any machine; it is cancelled once a keep-alive comment has arrived, so the test waits
+        # for the comment itself, never for a guess of how fast the machine is.
+        status, _, answer = s.post("/v1/jobs", {"seed": 1, "n": 64, "steps": 160})
+        assert status == 202
+        long_id = json.loads(answer)["id"]
         assert s.post("/v1/jobs", {"seed": 3})[0] == 202
         body = {"seed": 2, "steps": 1, "stream": True}
         # Browsers accept compressed answers; an event stream must not be compressed (held back).
         req = urllib.request.Request(s.url + "/v1/jobs", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json",
                                               "Accept-Encoding": "gzip, br"})
+
+        def cancel_long_job(count):
+            if count == 1:
+                assert s.post("/v1/jobs/" + long_id + "/cancel")[0] == 200
+
         with urllib.request.urlopen(req, timeout=120) as r:
             assert "Content-Encoding" not in r.headers
-            events, comments = read_events(r)
+            events, comments = read_events(r, cancel_long_job)
+        assert comments >= 1, events
         assert events[0][0] == "queued" and events[0][1]["position"] == 1
         assert ("position", {"id": events[0][1]["id"], "position": 0}) in events
-        assert events[-1][0] == "done" and comments >= 1, (events, comments)
+        assert events[-1][0] == "done", events
+        status, _, answer = s.get("/v1/jobs/" + long_id)
+        assert json.loads(answer)["status"] == "cancelled", answer
 
 
 def test_expired_job_is_410():
