@@ -4,18 +4,22 @@
 #   bash scripts/build.sh --cuda            into build-cuda/: PyPI's LibTorch 2.x with CUDA (.venv/)
 #   bash scripts/build.sh --cuda --python P the same against the torch of interpreter P (e.g. a
 #                                           GPU machine's python3); nothing is installed then
+#   bash scripts/build.sh --minimal         into build-min/: inference only (no training, no Hub
+#                                           downloads, one process): no libcurl, OpenSSL or Gloo
 # Extra CMake arguments: CM_CMAKE_ARGS="-DCM_HUB=OFF ..." (used when a folder is configured).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cuda=0
+minimal=0
 python=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --cuda) cuda=1 ;;
+    --minimal) minimal=1 ;;
     --python) python="${2:?--python needs an interpreter}"; shift ;;
-    -h | --help) sed -n 2,7p "$0"; exit 0 ;;
-    *) echo "build.sh: unknown argument '$1' (expected --cuda, --python P)" >&2; exit 1 ;;
+    -h | --help) sed -n 2,9p "$0"; exit 0 ;;
+    *) echo "build.sh: unknown argument '$1' (expected --cuda, --minimal, --python P)" >&2; exit 1 ;;
   esac
   shift
 done
@@ -24,6 +28,14 @@ generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 # shellcheck disable=SC2206
 extra=(${CM_CMAKE_ARGS:-})
+
+if [ "$minimal" = 1 ]; then
+  bash scripts/setup.sh
+  [ -f build-min/CMakeCache.txt ] || cmake -S . -B build-min "${generator[@]}" \
+    -DCMAKE_BUILD_TYPE=Release -DCM_HUB=OFF -DCM_TRAINING=OFF -DCM_DISTRIBUTED=OFF "${extra[@]}"
+  cmake --build build-min -j "$(nproc)"
+  exit 0
+fi
 
 if [ "$cuda" = 0 ]; then
   bash scripts/setup.sh

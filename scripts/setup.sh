@@ -30,6 +30,8 @@ packages=(
   libcurl4-openssl-dev libssl-dev python3 libgloo-dev libsleef-dev libdnnl-dev
   libcpp-httplib-dev
   dataset-fashion-mnist
+  # scripts/fuzz.sh: clang with libFuzzer and the sanitizers' runtimes.
+  clang libclang-rt-14-dev
   # The server tests: .venv/ for their Python tools; nginx in front of two cm serve replicas
   # (Debian's plain nginx package is the lightest with the upstream and proxy modules, which are
   # built in); Chromium and its WebDriver for the web page test.

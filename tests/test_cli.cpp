@@ -120,6 +120,7 @@ TEST_F(CliTest, BadArgumentsGiveOneLineErrors) {
       {"generate " + model + " -t 100000", "--threads"},
       {"generate " + model + " -t -1", "--threads"},
       {"generate " + model + " --per-class 0", "--per-class"},
+#if CM_TRAINING
       {"train --log-every 0 -q -o " + path("run"), "--log-every"},
       {"train --ema-rate 2 -q -o " + path("run"), "--ema-rate"},
       {"train --ict-s0 0 -q -o " + path("run"), "--ict-s0"},
@@ -131,6 +132,7 @@ TEST_F(CliTest, BadArgumentsGiveOneLineErrors) {
       {"train-classifier --epochs 0 -o " + path("cls"), "--epochs"},
       {"eval --per-class 0", "--per-class"},
       {"eval --real-limit -5", "--real-limit"},
+#endif
       {"bench -m tiny_cond -r 0", "--repetitions"},
       // Empty values were silently no value; a seed past 64 bits was saturated; float16 on the
       // CPU failed at the first call with ATen's message (LibTorch 1.13 has no such kernels).
@@ -168,16 +170,20 @@ TEST_F(CliTest, NoModelUsesTheShippedModel) {
   EXPECT_EQ(grid.channels, 1);
   EXPECT_NE(r.output.find("row 7: sneaker"), std::string::npos) << r.output;
   // Class names work as labels.
-  const auto named = run_cm("generate --class sneaker -s 0 -q -o " + path("s.png"));
+  // As people write them: "Sneaker", "T-Shirt" (case, spaces, '-' and '_' ignored).
+  const auto named = run_cm("generate --class Sneaker -s 0 -q -o " + path("s.png"));
   ASSERT_EQ(named.status, 0) << named.output;
   const auto numbered = run_cm("generate --class 7 -s 0 -q -o " + path("n.png"));
   ASSERT_EQ(numbered.status, 0) << numbered.output;
   EXPECT_EQ(read_png(path("s.png")).pixels, read_png(path("n.png")).pixels);
+  const auto shirt = run_cm("generate --class T-Shirt,tshirt -n 2 -s 0 -q -o " + path("t.npz"));
+  ASSERT_EQ(shirt.status, 0) << shirt.output;
   const auto unknown = run_cm("generate --class spaceship -q -o " + path("x.png"));
   EXPECT_NE(unknown.status, 0);
   EXPECT_NE(unknown.output.find("spaceship"), std::string::npos) << unknown.output;
 }
 
+#if CM_TRAINING
 // Real test images against themselves: distance ~0 and the classifier's own test accuracy.
 TEST_F(CliTest, EvalOfRealImagesAgainstThemselves) {
   const auto r = run_cm("eval -q");
@@ -193,6 +199,7 @@ TEST_F(CliTest, EvalOfRealImagesAgainstThemselves) {
   const auto acc_cell = r.output.find(" | ", row + 24);
   EXPECT_NEAR(std::stod(r.output.substr(acc_cell + 3)), accuracy, 1e-4) << r.output;
 }
+#endif
 
 // --dtype auto: bfloat16 only on a CPU with bfloat16 instructions (the kernel's flags say which),
 // recorded resolved in the PNG text; bfloat16 asked for on a CPU without them is warned about.
@@ -222,6 +229,38 @@ TEST_F(CliTest, DtypeAutoAndTheEmulatedBfloat16Warning) {
             !bf16)
       << b.output;
 }
+
+#if CM_TRAINING
+// A planned stop is a success that says how to go on; Ctrl-C keeps the shell's 130; both leave a
+// checkpoint that --resume continues.
+TEST_F(CliTest, PlannedStopExitsZeroAndCtrlCExits130) {
+  const std::string train =
+      "train --data fashion-mnist:test --data-limit 64 --channels 8,16 --layers-per-block 1 "
+      "--head-dim 8 --norm-groups 4 --checkpoint-every 0 --sample-every 0 --log-every 1 "
+      "--seed 3 -n 4 -t 1 ";
+  const auto planned = run_cm(train + "--steps 3 --stop-after 1 -q -o " + path("run"));
+  EXPECT_EQ(planned.status, 0) << planned.output;
+  EXPECT_NE(planned.output.find("stopped at step 1 of 3 (--stop-after); continue with the same "
+                                "command and --resume"),
+            std::string::npos)
+      << planned.output;
+  const auto resumed = run_cm(train + "--steps 3 --resume -q -o " + path("run"));
+  EXPECT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_EQ(resumed.output.find("stopped at"), std::string::npos) << resumed.output;
+
+  // Ctrl-C once the first step is logged: a checkpoint, then 130.
+  const auto interrupted = test::run_shell(
+      std::string(CM_BINARY) + " " + train + "--steps 100000 -o " + path("long") + " > " +
+      path("long.log") + " 2>&1 & pid=$!; for i in $(seq 600); do grep -q '^step 1/' " +
+      path("long.log") + " && break; sleep 0.1; done; kill -INT $pid; wait $pid; echo exit=$?; " +
+      "cat " + path("long.log"));
+  EXPECT_NE(interrupted.output.find("exit=130"), std::string::npos) << interrupted.output;
+  EXPECT_NE(interrupted.output.find("(Ctrl-C); continue with the same command and --resume"),
+            std::string::npos)
+      << interrupted.output;
+  EXPECT_TRUE(fs::exists(path("long") + "/checkpoint/training_state.safetensors"));
+}
+#endif
 
 TEST_F(CliTest, VersionPrints) {
   const auto r = run_cm("--version");

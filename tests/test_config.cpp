@@ -77,3 +77,16 @@ TEST(ConfigTest, MissingFileIsNamed) {
 
 }  // namespace
 }  // namespace cm
+
+TEST(ConfigTest, ClassNamesMatchAsPeopleWriteThem) {
+  const std::vector<std::string> names = {"tshirt", "trouser", "ankle_boot"};
+  EXPECT_EQ(cm::find_class_name(names, "tshirt"), 0);
+  EXPECT_EQ(cm::find_class_name(names, "T-Shirt"), 0);
+  EXPECT_EQ(cm::find_class_name(names, "TROUSER"), 1);
+  EXPECT_EQ(cm::find_class_name(names, "ankle boot"), 2);
+  EXPECT_EQ(cm::find_class_name(names, "Ankle-Boot"), 2);
+  EXPECT_FALSE(cm::find_class_name(names, "boot"));
+  EXPECT_FALSE(cm::find_class_name(names, ""));
+  EXPECT_FALSE(cm::find_class_name(names, " - "));
+  EXPECT_FALSE(cm::find_class_name({}, "tshirt"));
+}

@@ -10,8 +10,8 @@
 #include "cm/hub.h"
 #include "cm/pipeline.h"
 #include "hub_fixture.h"
-#include "io/hub_cache.h"
-#include "io/sha256.h"
+#include "hub/hub_cache.h"
+#include "hub/sha256.h"
 #include "io/weights_index.h"
 
 namespace cm {
@@ -116,6 +116,22 @@ TEST_F(HubTest, FirstDownloadThenCachedRunWithTheServerStopped) {
   HubOptions offline = options();
   offline.offline = true;
   EXPECT_EQ(resolve_model("org/tiny", offline), snapshot);
+}
+
+// A progress callback runs inside libcurl's write callback: its exception must reach the caller
+// intact (not unwind through libcurl's C frames), and the next run picks the download up.
+TEST_F(HubTest, ExceptionFromTheProgressCallbackReachesTheCaller) {
+  start({});
+  struct Stop {};
+  HubOptions o = options();
+  int calls_with_bytes = 0;
+  o.progress = [&](const DownloadProgress& p) {
+    if (p.bytes_done > 0 && !p.finished && ++calls_with_bytes == 1) throw Stop{};
+  };
+  EXPECT_THROW(download("org/tiny", "main", o), Stop);
+  EXPECT_EQ(calls_with_bytes, 1);
+  const std::string snapshot = download("org/tiny", "main", options());
+  EXPECT_TRUE(at::allclose(images_of(snapshot), golden_images(), 0, 1e-4));
 }
 
 TEST_F(HubTest, CachedCommitHashNeedsNoNetworkCall) {

@@ -63,6 +63,7 @@ std::vector<uint8_t> rows(const NpyArray& a, int64_t first, int64_t count) {
   return {a.data.begin() + first * row, a.data.begin() + (first + count) * row};
 }
 
+#if CM_DISTRIBUTED
 TEST_F(Sampling, OneAndTwoProcessesWriteTheSameChunksOfSeedSPlusK) {
   const std::string flags = "-n 10 --chunk-size 4 --seed 5";
   const auto one = run_cm(generate_args(flags, path("one.npz")));
@@ -108,7 +109,9 @@ TEST_F(Sampling, OneAndTwoProcessesWriteTheSameChunksOfSeedSPlusK) {
   // The chunks differ from each other: the seeds really advance.
   EXPECT_FALSE(rows(a[0].second, 0, 2) == rows(a[0].second, 4, 2));
 }
+#endif
 
+#if CM_DISTRIBUTED
 TEST_F(Sampling, OneChunkUnderTwoProcessesIsDiffusersSingleCall) {
   // Golden case pipeline.1: batch 2, timesteps 22,0, seed 42, labels 3,7, computed by diffusers.
   const std::string args = "generate -m " + kCond +
@@ -129,6 +132,7 @@ TEST_F(Sampling, OneChunkUnderTwoProcessesIsDiffusersSingleCall) {
   const std::vector<int64_t> labels{3, 7};
   EXPECT_EQ(std::memcmp(arrays[1].second.data.data(), labels.data(), 16), 0);
 }
+#endif
 
 TEST_F(Sampling, ChunkedPngAndNpyFollowTheSameDraw) {
   auto r = run_cm(generate_args("-q -n 5 --chunk-size 2 --seed 9 --class 4", path("s.npz")));
@@ -168,6 +172,7 @@ TEST_F(Sampling, BadChunkSizeAndBadLabelCountAreOneLineErrors) {
   EXPECT_FALSE(fs::exists(path("x.npz")));
 }
 
+#if CM_DISTRIBUTED
 TEST_F(Sampling, AFailingRankStopsTheOtherAndIsNamed) {
   // Rank 1 is given a label the model lacks: it fails on its first chunk, after the rendezvous.
   const std::string good = generate_args("-n 6 --chunk-size 2 --seed 1 --class 3", path("f.npz"));
@@ -186,6 +191,16 @@ TEST_F(Sampling, AFailingRankStopsTheOtherAndIsNamed) {
   for (const auto& e : fs::directory_iterator(dir_))  // no temporary file left behind either
     EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << e.path();
 }
+#else
+// A build without c10d (CM_DISTRIBUTED=OFF) says so when started as one of several processes.
+TEST_F(Sampling, SeveralProcessesNeedADistributedBuild) {
+  const auto r = test::run_shell("WORLD_SIZE=2 RANK=0 " + std::string(CM_BINARY) + " " +
+                                 generate_args("-q -n 2", path("x.npz")) + " 2>&1");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("WORLD_SIZE=2: this build runs one process only"), std::string::npos)
+      << r.output;
+}
+#endif
 
 }  // namespace
 }  // namespace cm::test

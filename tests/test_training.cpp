@@ -150,7 +150,9 @@ TEST_F(TrainingRun, RunFoldersAreResumedNotOverwritten) {
   auto o = tiny_options((dir_ / "run").string(), "ct");
   o.total_steps = 4;
   o.stop_after = 2;
-  EXPECT_EQ(train(o).step, 2);
+  const auto first = train(o);
+  EXPECT_EQ(first.step, 2);
+  EXPECT_EQ(first.stop, TrainStop::kStepLimit);
   o.stop_after = 0;
   try {
     train(o);
@@ -209,16 +211,37 @@ void expect_loss_falls(const TrainOptions& o) {
   EXPECT_LT(last, first) << "first 8: " << first / 8 << ", last 8: " << last / 8;
 }
 
-// Training installs its own SIGINT handler (Ctrl-C stops with a checkpoint) and gives the caller's
-// back however it ends: here a log callback that throws.
-TEST_F(TrainingRun, SigintHandlerIsRestoredWhenTrainingThrows) {
+// Training installs no signal handler (the caller's stays, whatever happens): a stop request
+// comes through TrainOptions::stop_requested, asked before each step, and ends the run with a
+// checkpoint and the reason.
+TEST_F(TrainingRun, StopRequestEndsTheRunWithACheckpointAndTheSignalHandlerIsLeftAlone) {
   auto o = tiny_options((dir_ / "run").string(), "ict");
-  o.total_steps = 4;
+  o.total_steps = 6;
   void (*mine)(int) = [](int) {};
   const auto before = std::signal(SIGINT, mine);
+  int asked = 0;
+  o.stop_requested = [&] {
+    EXPECT_EQ(std::signal(SIGINT, mine), mine);  // not replaced while training runs
+    return ++asked > 2;
+  };
+  const auto p = train(o);
+  EXPECT_EQ(p.step, 2);
+  EXPECT_EQ(p.stop, TrainStop::kRequested);
+  EXPECT_EQ(checkpoint_step(o.output_dir), 2);
+  o.stop_requested = nullptr;
+  o.resume = true;
+  o.stop_after = 1;
+  EXPECT_EQ(train(o).stop, TrainStop::kStepLimit);
+  o.stop_after = 0;
   EXPECT_THROW(train(o, [](const TrainProgress&) { throw std::runtime_error("stop"); }),
                std::runtime_error);
   EXPECT_EQ(std::signal(SIGINT, before), mine);
+  o.max_minutes = 1e-9;
+  EXPECT_EQ(train(o).stop, TrainStop::kTimeLimit);
+  o.max_minutes = 0;
+  const auto done = train(o);
+  EXPECT_EQ(done.stop, TrainStop::kCompleted);
+  EXPECT_EQ(done.step, 6);
 }
 
 TEST_F(TrainingRun, EveryMethodLowersItsLoss) {

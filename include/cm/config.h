@@ -2,6 +2,7 @@
 // for absent keys. Torch-free.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -70,12 +71,18 @@ struct PipelineIndex {
   std::string scheduler_class = "CMStochasticIterativeScheduler";
 
   static PipelineIndex load(const std::string& path);
+  // Writes <dir>/model_index.json as diffusers writes it for ConsistencyModelPipeline.
+  void save(const std::string& dir) const;
 };
 
 // Optional class_names.json of a model folder: a JSON list, index = class label. Empty when the
 // folder has none. (Not a diffusers file; diffusers ignores it.)
 std::vector<std::string> read_class_names(const std::string& model_dir);
 void write_class_names(const std::string& model_dir, const std::vector<std::string>& names);
+// The label of a class given by name as people write it: case, spaces, '-' and '_' ignored
+// ("T-Shirt" and "tshirt" alike). Nothing when no name matches.
+std::optional<int64_t> find_class_name(const std::vector<std::string>& names,
+                                       const std::string& text);
 
 // Reads a whole file into a string; cm::Error naming the path when it can't.
 std::string read_text_file(const std::string& path);

@@ -58,6 +58,9 @@ struct GenerateResult {
 // a label is out of range or the count does not fit the batch.
 std::vector<int64_t> resolve_class_labels(const UNetConfig& config, const GenerateOptions& options);
 
+// Writes a diffusers pipeline folder (model_index.json, unet/, scheduler/) for `unet`.
+void save_pretrained(const std::string& dir, UNet2DModel& unet, const SchedulerConfig& scheduler);
+
 class ConsistencyModelPipeline {
  public:
   ConsistencyModelPipeline(UNet2DModel unet, CMStochasticIterativeScheduler scheduler);
@@ -69,6 +72,9 @@ class ConsistencyModelPipeline {
   // Throws cm::Error on invalid options (batch size, labels, steps, timesteps, latents shape).
   // Each call keeps its own scheduler state.
   GenerateResult operator()(const GenerateOptions& options);
+
+  // Writes a diffusers pipeline folder that from_pretrained (and diffusers) loads.
+  void save_pretrained(const std::string& dir);
 
   UNet2DModel& unet() { return unet_; }
   CMStochasticIterativeScheduler& scheduler() { return scheduler_; }

@@ -15,7 +15,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "cm/pipeline.h"
-#include "cm/training.h"
+#include "cm/distributed.h"
 
 namespace cm {
 

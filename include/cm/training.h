@@ -7,22 +7,9 @@
 #include <string>
 
 #include "cm/config.h"
+#include "cm/distributed.h"
 
 namespace cm {
-
-// Data-parallel training the torchrun way: world_size processes (on one or more machines) meet at
-// master_addr:master_port; each computes the loss on its slice of every global batch, gradients
-// are averaged with c10d's Gloo all-reduce, and rank 0 alone writes checkpoints, logs, samples.
-struct DistributedOptions {
-  int rank = 0;
-  int world_size = 1;
-  std::string master_addr = "127.0.0.1";
-  int master_port = 29500;
-  double timeout_seconds = 300;  // waiting for the other ranks to join, or for one collective
-  int local_rank = -1;           // LOCAL_RANK (the GPU on this machine); -1: unset
-};
-// RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT as torchrun sets them; unset: one process.
-DistributedOptions distributed_from_env();
 
 struct TrainOptions {
   std::string method = "ict";  // ict | ct | cd | edm
@@ -66,9 +53,21 @@ struct TrainOptions {
   bool resume = false;
   int64_t stop_after = 0;       // > 0: stop (with a checkpoint) after this many steps of this run
   double max_minutes = 0;       // > 0: stop (with a checkpoint) after this much wall time
+  // Asked before every step; true stops the run after a checkpoint. The library installs no
+  // signal handler: `cm train` answers it from its own Ctrl-C handler.
+  std::function<bool()> stop_requested;
   bool quiet = false;
   DistributedOptions distributed;
 };
+
+// Why train() returned.
+enum class TrainStop {
+  kCompleted,  // total_steps reached
+  kStepLimit,  // stop_after steps of this run
+  kTimeLimit,  // max_minutes
+  kRequested,  // stop_requested() said so
+};
+const char* train_stop_name(TrainStop stop);
 
 struct TrainProgress {
   int64_t step = 0;        // steps done
@@ -77,14 +76,17 @@ struct TrainProgress {
   int64_t num_scales = 0;  // N(k)
   double target_ema = 0;   // μ(k) (0 for iCT: the target is the online network)
   double images_per_second = 0;
+  TrainStop stop = TrainStop::kCompleted;  // in train()'s result
 };
 
 using TrainCallback = std::function<void(const TrainProgress&)>;
 
 // Runs (or resumes) training; returns the final progress. Writes, under output_dir: checkpoint/
 // (pipeline folder of the EMA weights + training_state.safetensors), train_log.csv,
-// samples/step_<k>.png. Ctrl-C (SIGINT) stops after the current step with a checkpoint. With
-// more than one process, rank 0 writes and calls on_log, and every rank resumes from output_dir.
+// samples/step_<k>.png. A stop before total_steps (stop_after, max_minutes, stop_requested) comes
+// after the current step, with a checkpoint to resume from. With more than one process, rank 0
+// writes and calls on_log, every rank stops at the same step, and every rank resumes from
+// output_dir.
 TrainProgress train(const TrainOptions& options, const TrainCallback& on_log = nullptr);
 
 struct LossPlot {

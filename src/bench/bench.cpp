@@ -21,7 +21,6 @@
 #include "cm/error.h"
 #include "cm/pipeline.h"
 #include "cm/tuning.h"
-#include "training/checkpoint.h"
 
 namespace cm {
 
@@ -146,7 +145,7 @@ UNetConfig bench_architecture(const std::string& name) {
 void save_random_pipeline(const UNetConfig& config, const std::string& dir, uint64_t seed) {
   torch::manual_seed(seed);
   UNet2DModel unet(config);
-  training::save_pipeline(dir, unet, SchedulerConfig{});
+  save_pretrained(dir, unet, SchedulerConfig{});
 }
 
 namespace {

@@ -23,8 +23,8 @@ namespace {
 // Consumes the original state dict by name, checking shapes, and collects the diffusers one.
 class Mapper {
  public:
-  Mapper(PtStateDict original, const ConvertOptions& options, const std::string& source)
-      : original_(std::move(original)), options_(options), source_(source) {
+  Mapper(PtStateDict original, const std::string& source)
+      : original_(std::move(original)), source_(source) {
     static const char* kPrefixes[] = {"time_embed.",   "label_emb.",     "input_blocks.",
                                       "middle_block.", "output_blocks.", "out."};
     for (std::size_t i = 0; i < original_.size(); ++i) {
@@ -110,7 +110,6 @@ class Mapper {
   }
 
   PtStateDict original_;
-  const ConvertOptions& options_;
   const std::string& source_;
   std::map<std::string, std::size_t> index_;
   std::set<std::string> used_;
@@ -156,7 +155,7 @@ class Converter {
  public:
   Converter(PtStateDict original, const ConvertOptions& options, const std::string& source)
       : counts_{count_blocks(original, "input_blocks."), count_blocks(original, "output_blocks.")},
-        m_(std::move(original), options, source),
+        m_(std::move(original), source),
         options_(options) {}
 
   ConvertedUNet run() {

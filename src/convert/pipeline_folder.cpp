@@ -3,7 +3,6 @@
 
 #include <cstring>
 #include <filesystem>
-#include <nlohmann/json.hpp>
 
 #include "cm/convert.h"
 #include "cm/error.h"
@@ -73,11 +72,7 @@ void check_destination(const fs::path& out, bool overwrite) {
 void write_folder(const ConvertedUNet& unet, const ConvertOptions& options, const fs::path& dir) {
   fs::create_directories(dir / "unet");
   fs::create_directories(dir / "scheduler");
-  const nlohmann::json index = {{"_class_name", "ConsistencyModelPipeline"},
-                                {"_diffusers_version", "0.27.2"},
-                                {"scheduler", {"diffusers", "CMStochasticIterativeScheduler"}},
-                                {"unet", {"diffusers", "UNet2DModel"}}};
-  write_text_file((dir / "model_index.json").string(), index.dump(2) + "\n");
+  PipelineIndex{}.save(dir.string());
   write_text_file((dir / "unet" / "config.json").string(), unet.config.to_json());
   write_text_file((dir / "scheduler" / "scheduler_config.json").string(),
                   options.scheduler.to_json());

@@ -1,4 +1,4 @@
-#include "io/hub_cache.h"
+#include "hub/hub_cache.h"
 
 #include <fcntl.h>
 #include <sys/file.h>

@@ -5,7 +5,7 @@
 #include "cm/config.h"
 #include "cm/error.h"
 #include "cm/hub.h"
-#include "io/hub_fetch.h"
+#include "hub/hub_fetch.h"
 #include "io/weights_index.h"
 
 namespace cm {

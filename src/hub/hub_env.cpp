@@ -7,7 +7,7 @@
 
 #include "cm/error.h"
 #include "cm/hub.h"
-#include "io/hub_cache.h"
+#include "hub/hub_cache.h"
 
 namespace cm {
 

@@ -1,4 +1,4 @@
-#include "io/hub_fetch.h"
+#include "hub/hub_fetch.h"
 
 #include <fcntl.h>
 #include <sys/statvfs.h>
@@ -8,10 +8,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <nlohmann/json.hpp>
 #include <thread>
 
-#include "io/sha256.h"
+#include "hub/sha256.h"
 
 namespace cm::hub {
 
@@ -33,12 +32,8 @@ bool retryable_status(long status) {
 void back_off(const HubOptions& o, int attempt, const HttpResponse* r) {
   double delay = o.retry_delay_s * std::pow(2.0, std::min(attempt, 3));
   // A server that says when to come back is believed, within reason.
-  if (r && !r->header("retry-after").empty()) {
-    try {
-      delay = std::min(std::stod(r->header("retry-after")), 60.0);
-    } catch (const std::exception&) {
-    }
-  }
+  if (r && !r->header("retry-after").empty())
+    delay = parse_retry_after(r->header("retry-after"), 60.0).value_or(delay);
   if (delay > 0) std::this_thread::sleep_for(std::chrono::duration<double>(delay));
 }
 
@@ -92,12 +87,6 @@ void check_response(const Session& s, const HttpResponse& r, const std::string& 
   if (r.transport_failed())
     throw NetworkError(s.repo_id + ": cannot reach " + url_netloc(url) + " (" + r.curl_error + ")");
   if (r.status >= 400 || r.status < 100) throw_http_error(s, r, url, revision, path);
-}
-
-std::string normalize_etag(std::string etag) {
-  if (etag.rfind("W/", 0) == 0) etag = etag.substr(2);
-  etag.erase(std::remove(etag.begin(), etag.end(), '"'), etag.end());
-  return etag;
 }
 
 bool is_sha256_hex(const std::string& s) {
@@ -165,13 +154,9 @@ FileHead head_file(Session& s, const std::string& commit, const std::string& pat
   const std::string size = !r.header("x-linked-size").empty()
                                ? r.header("x-linked-size")
                                : (redirected ? "" : r.header("content-length"));
-  try {
-    size_t used = 0;
-    head.size = std::stoull(size, &used);
-    if (used != size.size()) throw std::invalid_argument(size);
-  } catch (const std::exception&) {
-    throw Error(what + ": no file size (X-Linked-Size or Content-Length) from " + url);
-  }
+  const auto bytes = parse_file_size(size);
+  if (!bytes) throw Error(what + ": no file size (X-Linked-Size or Content-Length) from " + url);
+  head.size = *bytes;
   return head;
 }
 
@@ -327,18 +312,7 @@ RepoInfo fetch_repo_info(Session& s, const std::string& revision, int max_retrie
     if (hop >= kMaxRedirects) throw Error(s.repo_id + ": too many redirects from " + url);
     url = resolve_location(url, r.header("location"));
   }
-  const std::string bad = s.repo_id + ": " + url + " did not answer with a model's info";
-  RepoInfo info;
-  try {
-    const auto j = nlohmann::json::parse(r.body);
-    info.commit = j.at("sha").get<std::string>();
-    for (const auto& sibling : j.at("siblings"))
-      info.files.insert(sibling.at("rfilename").get<std::string>());
-  } catch (const nlohmann::json::exception&) {
-    throw Error(bad + " (no \"sha\" and \"siblings\"); check HF_ENDPOINT");
-  }
-  if (!is_commit_hash(info.commit)) throw Error(bad + " (sha '" + info.commit + "')");
-  return info;
+  return parse_repo_info(r.body, s.repo_id + ": " + url + " did not answer with a model's info");
 }
 
 void fetch_file(Session& s, const std::string& commit, const std::string& path) {

@@ -2,13 +2,12 @@
 // cache, with retries, resume and checks.
 #pragma once
 
-#include <set>
 #include <string>
 
 #include "cm/error.h"
 #include "cm/hub.h"
-#include "io/hub_cache.h"
-#include "io/hub_http.h"
+#include "hub/hub_cache.h"
+#include "hub/hub_http.h"
 
 namespace cm::hub {
 
@@ -27,11 +26,6 @@ struct Session {
   std::string repo_id;
   HttpClient http;
   RepoCache cache;
-};
-
-struct RepoInfo {
-  std::string commit;
-  std::set<std::string> files;
 };
 
 // GET /api/models/{repo} (or /revision/{rev}): the commit a revision names and its files.

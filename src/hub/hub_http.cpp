@@ -1,55 +1,32 @@
-#include "io/hub_http.h"
+#include "hub/hub_http.h"
 
 #include <curl/curl.h>
-#include <algorithm>
-#include <cctype>
+#include <exception>
 #include <mutex>
 
 #include "cm/error.h"
+#include "hub/hub_parse.h"
 
 namespace cm::hub {
 
 namespace {
 
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
-
-// scheme and the rest: "http://h:1/p" -> ("http", "h:1/p").
-bool split_scheme(const std::string& url, std::string* scheme, std::string* rest) {
-  const size_t pos = url.find("://");
-  if (pos == std::string::npos || pos == 0) return false;
-  *scheme = lower(url.substr(0, pos));
-  *rest = url.substr(pos + 3);
-  return *scheme == "http" || *scheme == "https";
-}
-
 struct Transfer {
   CURL* curl = nullptr;
   HttpResponse* response = nullptr;
   const BodySink* sink = nullptr;
+  // An exception must not unwind through libcurl's C frames: the callbacks catch it, abort the
+  // transfer, and send() throws it again once curl_easy_perform has returned.
+  std::exception_ptr error;
 };
 
-size_t on_header(char* data, size_t size, size_t count, void* user) {
-  auto* t = static_cast<Transfer*>(user);
-  std::string line(data, size * count);
-  while (!line.empty() && (line.back() == '\r' || line.back() == '\n')) line.pop_back();
-  // A new status line (after "100 Continue", say) starts a new set of headers.
-  if (line.rfind("HTTP/", 0) == 0) {
-    t->response->headers.clear();
-    return size * count;
-  }
-  const size_t colon = line.find(':');
-  if (colon == std::string::npos) return size * count;
-  std::string value = line.substr(colon + 1);
-  const size_t first = value.find_first_not_of(" \t");
-  value = first == std::string::npos ? "" : value.substr(first);
-  t->response->headers[lower(line.substr(0, colon))] = value;
+size_t take_header(char* data, size_t size, size_t count, void* user) {
+  read_header_line(std::string_view(data, size * count),
+                   &static_cast<Transfer*>(user)->response->headers);
   return size * count;
 }
 
-size_t on_body(char* data, size_t size, size_t count, void* user) {
+size_t take_body(char* data, size_t size, size_t count, void* user) {
   auto* t = static_cast<Transfer*>(user);
   const size_t n = size * count;
   long status = 0;
@@ -67,6 +44,24 @@ size_t on_body(char* data, size_t size, size_t count, void* user) {
   return n;
 }
 
+size_t on_header(char* data, size_t size, size_t count, void* user) {
+  try {
+    return take_header(data, size, count, user);
+  } catch (...) {
+    static_cast<Transfer*>(user)->error = std::current_exception();
+    return 0;  // libcurl aborts the transfer
+  }
+}
+
+size_t on_body(char* data, size_t size, size_t count, void* user) {
+  try {
+    return take_body(data, size, count, user);
+  } catch (...) {
+    static_cast<Transfer*>(user)->error = std::current_exception();
+    return 0;
+  }
+}
+
 void global_init() {
   static std::once_flag once;
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
@@ -74,50 +69,8 @@ void global_init() {
 
 }  // namespace
 
-std::string url_netloc(const std::string& url) {
-  std::string scheme, rest;
-  if (!split_scheme(url, &scheme, &rest)) return "";
-  return lower(rest.substr(0, rest.find_first_of("/?#")));
-}
-
-std::string url_quote(const std::string& text, bool keep_slash) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : text) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' ||
-        (keep_slash && c == '/')) {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  return out;
-}
-
-bool is_absolute_url(const std::string& location) {
-  std::string scheme, rest;
-  return split_scheme(location, &scheme, &rest) || location.rfind("//", 0) == 0;
-}
-
-std::string resolve_location(const std::string& base, const std::string& location) {
-  std::string scheme, rest;
-  if (split_scheme(location, &scheme, &rest)) return location;
-  if (!split_scheme(base, &scheme, &rest)) return location;
-  if (location.rfind("//", 0) == 0) return scheme + ":" + location;
-  const std::string origin = scheme + "://" + rest.substr(0, rest.find_first_of("/?#"));
-  if (!location.empty() && location[0] == '/') return origin + location;
-  // A relative path replaces the last segment of the base path.
-  std::string path = rest.substr(std::min(rest.size(), rest.find_first_of("/?#")));
-  path = path.substr(0, path.find_first_of("?#"));
-  path = path.substr(0, path.rfind('/') + 1);
-  if (path.empty()) path = "/";
-  return origin + path + location;
-}
-
 std::string HttpResponse::header(const std::string& name) const {
-  const auto it = headers.find(lower(name));
+  const auto it = headers.find(lower_ascii(name));
   return it == headers.end() ? "" : it->second;
 }
 
@@ -141,7 +94,7 @@ HttpResponse HttpClient::send(const std::string& method, const std::string& url,
   CURL* curl = static_cast<CURL*>(curl_);
   curl_easy_reset(curl);  // keeps the connection cache
   HttpResponse response;
-  Transfer transfer{curl, &response, &sink};
+  Transfer transfer{curl, &response, &sink, nullptr};
 
   curl_slist* list = nullptr;
   for (const auto& h : headers) list = curl_slist_append(list, h.c_str());
@@ -178,6 +131,7 @@ HttpResponse HttpClient::send(const std::string& method, const std::string& url,
 
   const CURLcode code = curl_easy_perform(curl);
   curl_slist_free_all(list);
+  if (transfer.error) std::rethrow_exception(transfer.error);
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &response.status);
   response.curl_code = static_cast<int>(code);
   if (code != CURLE_OK) response.curl_error = error[0] ? error : curl_easy_strerror(code);

@@ -8,17 +8,9 @@
 #include <string>
 #include <vector>
 
-namespace cm::hub {
+#include "hub/hub_parse.h"
 
-// "host:port" of an http(s) URL, lower-cased ("" when it isn't one).
-std::string url_netloc(const std::string& url);
-// Percent-encoding as Python's urllib.parse.quote: unreserved characters kept, '/' kept when
-// keep_slash.
-std::string url_quote(const std::string& text, bool keep_slash);
-// A Location header taken relative to the URL that answered it: absolute URLs as they are, a path
-// ("/x/y" or "x") on the same scheme and host.
-bool is_absolute_url(const std::string& location);
-std::string resolve_location(const std::string& base, const std::string& location);
+namespace cm::hub {
 
 struct HttpResponse {
   long status = 0;                             // 0 when no response came

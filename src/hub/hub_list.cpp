@@ -4,7 +4,7 @@
 #include <set>
 
 #include "cm/hub.h"
-#include "io/hub_cache.h"
+#include "hub/hub_cache.h"
 
 namespace cm {
 

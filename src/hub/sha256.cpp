@@ -1,4 +1,4 @@
-#include "io/sha256.h"
+#include "hub/sha256.h"
 
 #include <openssl/evp.h>
 #include <cstdio>

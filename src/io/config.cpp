@@ -2,6 +2,7 @@
 // '_' (class name, version, _use_default_values) and unknown keys are ignored, as diffusers does.
 #include "cm/config.h"
 
+#include <cctype>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -296,8 +297,34 @@ std::vector<std::string> read_class_names(const std::string& model_dir) {
   return names;
 }
 
+namespace {
+std::string class_key(const std::string& text) {
+  std::string key;
+  for (unsigned char c : text)
+    if (c != ' ' && c != '-' && c != '_') key += static_cast<char>(std::tolower(c));
+  return key;
+}
+}  // namespace
+
+std::optional<int64_t> find_class_name(const std::vector<std::string>& names,
+                                       const std::string& text) {
+  const std::string key = class_key(text);
+  if (key.empty()) return std::nullopt;
+  for (size_t i = 0; i < names.size(); ++i)
+    if (class_key(names[i]) == key) return static_cast<int64_t>(i);
+  return std::nullopt;
+}
+
 void write_class_names(const std::string& model_dir, const std::vector<std::string>& names) {
   write_text_file(model_dir + "/class_names.json", json(names).dump(2) + "\n");
+}
+
+void PipelineIndex::save(const std::string& dir) const {
+  const nlohmann::json index = {{"_class_name", class_name},
+                                {"_diffusers_version", "0.27.2"},
+                                {"scheduler", {"diffusers", scheduler_class}},
+                                {"unet", {"diffusers", unet_class}}};
+  write_text_file(dir + "/model_index.json", index.dump(2) + "\n");
 }
 
 PipelineIndex PipelineIndex::load(const std::string& path) {

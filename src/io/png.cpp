@@ -23,6 +23,26 @@ namespace cm {
 namespace {
 
 constexpr size_t kErrorSize = 256;
+// libpng allocates a chunk's buffer from its length field before reading its bytes: a 100-byte
+// file whose tEXt length said 1.9 GB made it allocate 1.9 GB (found by tests/fuzz/fuzz_png;
+// png_set_chunk_malloc_max did not stop it in Debian's libpng). The whole file is in memory, so
+// every chunk's length is checked against what is left of it first.
+std::string check_chunk_lengths(const std::vector<uint8_t>& bytes) {
+  size_t at = 8;
+  while (bytes.size() - at >= 8) {
+    const uint32_t length = (uint32_t{bytes[at]} << 24) | (uint32_t{bytes[at + 1]} << 16) |
+                            (uint32_t{bytes[at + 2]} << 8) | uint32_t{bytes[at + 3]};
+    const std::string type(reinterpret_cast<const char*>(&bytes[at + 4]), 4);
+    const size_t left = bytes.size() - at - 8;
+    if (length > left || left - length < 4)
+      return "chunk '" + type + "' at byte " + std::to_string(at) + " claims " +
+             std::to_string(length) + " bytes, the file has " + std::to_string(left) +
+             " left (truncated or damaged)";
+    at += 12 + size_t{length};
+    if (type == "IEND") break;
+  }
+  return "";
+}
 
 // Everything the libpng callbacks touch; plain data so it can sit beside setjmp.
 struct PngState {
@@ -176,6 +196,8 @@ ImageU8 read_png(const std::string& path, TextChunks* text) {
 ImageU8 decode_png(const std::vector<uint8_t>& bytes, TextChunks* text, const std::string& path) {
   if (bytes.size() < 8 || png_sig_cmp(bytes.data(), 0, 8) != 0)
     throw Error(path + ": not a PNG file");
+  if (const std::string damage = check_chunk_lengths(bytes); !damage.empty())
+    throw Error(path + ": invalid PNG: " + damage);
 
   PngState state;
   state.data = bytes.data();

@@ -10,7 +10,7 @@
 
 #include "cm/error.h"
 #include "cm/output.h"
-#include "training/distributed.h"
+#include "runtime/distributed.h"
 
 namespace cm {
 
@@ -24,7 +24,6 @@ int64_t chunk_images(int64_t num_images, int64_t chunk_size, int64_t k) {
 
 namespace {
 
-using training::ProcessGroup;
 
 constexpr int kHeaderLength = 6;
 

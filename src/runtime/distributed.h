@@ -1,6 +1,7 @@
 // Data-parallel training and sharded sampling over PyTorch's c10d: a TCPStore rendezvous at
-// MASTER_ADDR:MASTER_PORT (rank 0 serves it) and a Gloo process group. Keeps c10d out of every
-// other file.
+// MASTER_ADDR:MASTER_PORT (rank 0 serves it) and a Gloo process group (distributed_c10d.cpp).
+// Keeps c10d out of every other file. A build without it (CM_DISTRIBUTED=OFF: no Gloo) has one
+// process only (distributed_none.cpp).
 #pragma once
 
 #include <memory>
@@ -8,9 +9,9 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "cm/training.h"
+#include "cm/distributed.h"
 
-namespace cm::training {
+namespace cm {
 
 class ProcessGroup {
  public:
@@ -64,4 +65,4 @@ class ProcessGroup {
   double timeout_seconds_ = 300;
 };
 
-}  // namespace cm::training
+}  // namespace cm

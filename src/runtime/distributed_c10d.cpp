@@ -1,4 +1,4 @@
-#include "training/distributed.h"
+#include "runtime/distributed.h"
 
 // Debian builds LibTorch with Gloo; its header only declares the process group when told so
 // (TorchConfig usually says it already).
@@ -25,31 +25,6 @@
 
 namespace cm {
 
-namespace {
-
-int env_int(const char* name, int fallback, int min_value) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return fallback;
-  char* end = nullptr;
-  const long x = std::strtol(v, &end, 10);
-  if (*end != '\0' || x < min_value || x > 65535)
-    throw Error(std::string(name) + ": '" + v + "' is not a valid value");
-  return static_cast<int>(x);
-}
-
-}  // namespace
-
-DistributedOptions distributed_from_env() {
-  DistributedOptions d;
-  d.world_size = env_int("WORLD_SIZE", 1, 1);
-  d.rank = env_int("RANK", 0, 0);
-  if (const char* a = std::getenv("MASTER_ADDR"); a && *a) d.master_addr = a;
-  d.master_port = env_int("MASTER_PORT", d.master_port, 1);
-  d.local_rank = env_int("LOCAL_RANK", -1, 0);
-  return d;
-}
-
-namespace training {
 
 // The process groups' common base: c10d::ProcessGroup in LibTorch 1.x, c10d::Backend in 2.x.
 #if TORCH_VERSION_MAJOR >= 2
@@ -227,5 +202,4 @@ void ProcessGroup::recv(const at::Tensor& tensor, int src, int tag) {
                 std::to_string(timeout_seconds_) + " s");
 }
 
-}  // namespace training
 }  // namespace cm

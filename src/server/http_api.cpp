@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "cm/config.h"
 #include "cm/output.h"
 #include "cm/version.h"
 
@@ -39,11 +40,6 @@ std::string text(const json& v, const std::string& param) {
   return v.get<std::string>();
 }
 
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
-
 
 }  // namespace
 
@@ -58,9 +54,7 @@ int64_t class_from_prompt(const std::string& prompt, const ModelInfo& model) {
       refuse("prompt", "class " + prompt + " is out of range [0, " + std::to_string(n) + ")");
     return c;
   }
-  for (size_t i = 0; i < model.class_names.size(); ++i) {
-    if (lower(model.class_names[i]) == lower(prompt)) return static_cast<int64_t>(i);
-  }
+  if (const auto c = find_class_name(model.class_names, prompt)) return *c;
   std::string shown = prompt.size() > 64 ? prompt.substr(0, 64) + "..." : prompt;
   refuse("prompt", "'" + shown +
                        "' is not a class of this model (a class name or a number in [0, " +

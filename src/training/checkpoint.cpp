@@ -3,9 +3,9 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
 #include <filesystem>
-#include <nlohmann/json.hpp>
 
 #include "cm/error.h"
+#include "cm/pipeline.h"
 
 #include "io/state_dict.h"
 #include "training/optimizer_key.h"
@@ -34,19 +34,6 @@ void get_module(const std::map<std::string, at::Tensor>& in, const std::string& 
 
 }  // namespace
 
-void save_pipeline(const std::string& dir, UNet2DModel& unet, const SchedulerConfig& scheduler) {
-  fs::create_directories(dir);
-  nlohmann::json index = {{"_class_name", "ConsistencyModelPipeline"},
-                          {"_diffusers_version", "0.27.2"},
-                          {"scheduler", {"diffusers", "CMStochasticIterativeScheduler"}},
-                          {"unet", {"diffusers", "UNet2DModel"}}};
-  write_text_file((fs::path(dir) / "model_index.json").string(), index.dump(2) + "\n");
-  save_unet(unet, (fs::path(dir) / "unet").string());
-  fs::create_directories(fs::path(dir) / "scheduler");
-  write_text_file((fs::path(dir) / "scheduler" / "scheduler_config.json").string(),
-                  scheduler.to_json());
-}
-
 void save_checkpoint(const std::string& output_dir, const TrainOptions& options,
                      const TrainState& state, int64_t num_train_timesteps,
                      const std::vector<std::string>& class_names) {
@@ -57,7 +44,7 @@ void save_checkpoint(const std::string& output_dir, const TrainOptions& options,
   SchedulerConfig sc = options.scheduler;
   sc.num_train_timesteps = static_cast<int>(std::max<int64_t>(2, num_train_timesteps));
   UNet2DModel ema = state.ema;
-  save_pipeline(tmp_dir.string(), ema, sc);
+  save_pretrained(tmp_dir.string(), ema, sc);
   if (!class_names.empty() && state.online->config().num_class_embeds)
     write_class_names(tmp_dir.string(), class_names);
 

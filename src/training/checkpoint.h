@@ -29,7 +29,4 @@ void save_checkpoint(const std::string& output_dir, const TrainOptions& options,
 // the state's modules must have the same config, and the checkpoint the same method.
 void load_checkpoint(const std::string& output_dir, const std::string& method, TrainState& state);
 
-// Writes a diffusers pipeline folder (model_index.json, unet/, scheduler/) for `unet`.
-void save_pipeline(const std::string& dir, UNet2DModel& unet, const SchedulerConfig& scheduler);
-
 }  // namespace cm::training

@@ -4,13 +4,12 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
 #include <torch/cuda.h>
-#include <atomic>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "cm/denoiser.h"
@@ -22,7 +21,7 @@
 #include "training/autocast.h"
 #include "training/checkpoint.h"
 #include "training/data.h"
-#include "training/distributed.h"
+#include "runtime/distributed.h"
 #include "training/ode.h"
 #include "training/radam.h"
 #include "training/schedules.h"
@@ -33,11 +32,6 @@ using namespace training;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::atomic<bool> g_interrupted{false};
-extern "C" void on_sigint(int) {
-  g_interrupted = true;
-}
 
 UNet2DModel clone_unet(const UNet2DModel& m) {
   UNet2DModel copy(m->config());
@@ -224,12 +218,6 @@ class Trainer {
       if (new_log) log << "step,loss,num_scales,target_ema,lr,images_per_second\n";
     }
 
-    g_interrupted = false;
-    // The caller's SIGINT handler comes back however the loop ends, an exception included.
-    struct SigintGuard {
-      void (*previous)(int) = std::signal(SIGINT, on_sigint);
-      ~SigintGuard() { std::signal(SIGINT, previous); }
-    } sigint_guard;
     TrainProgress p;
     p.total_steps = o_.total_steps;
     auto t0 = std::chrono::steady_clock::now();
@@ -238,16 +226,24 @@ class Trainer {
     int64_t loss_count = 0;
     const auto run_start = std::chrono::steady_clock::now();
     const int64_t first_step = s_.step;
-    auto budget_left = [&] {
-      if (o_.stop_after > 0 && s_.step - first_step >= o_.stop_after) return false;
+    auto why_stop = [&]() -> std::optional<TrainStop> {
+      if (s_.step >= o_.total_steps) return TrainStop::kCompleted;
+      if (o_.stop_after > 0 && s_.step - first_step >= o_.stop_after) return TrainStop::kStepLimit;
       if (o_.max_minutes > 0 &&
           std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count() >
               o_.max_minutes * 60)
-        return false;
-      return true;
+        return TrainStop::kTimeLimit;
+      if (o_.stop_requested && o_.stop_requested()) return TrainStop::kRequested;
+      return std::nullopt;
     };
-    // Every rank stops at the same step: one rank's Ctrl-C or time budget stops them all.
-    while (s_.step < o_.total_steps && !group_->any(g_interrupted || !budget_left())) {
+    // Every rank stops at the same step: one rank's Ctrl-C or time budget stops them all (and
+    // those that did not see it themselves report it as requested).
+    for (;;) {
+      const auto stop = why_stop();
+      if (group_->any(stop.has_value())) {
+        p.stop = stop.value_or(TrainStop::kRequested);
+        break;
+      }
       const double loss = step(p);
       loss_sum += loss;
       ++loss_count;
@@ -457,6 +453,16 @@ class Trainer {
 };
 
 }  // namespace
+
+const char* train_stop_name(TrainStop stop) {
+  switch (stop) {
+    case TrainStop::kCompleted: return "completed";
+    case TrainStop::kStepLimit: return "step limit";
+    case TrainStop::kTimeLimit: return "time limit";
+    case TrainStop::kRequested: return "requested";
+  }
+  return "?";
+}
 
 TrainProgress train(const TrainOptions& options, const TrainCallback& on_log) {
   Trainer trainer(options);

@@ -32,6 +32,7 @@ extern "C" __attribute__((visibility("default"))) int cm_cli_main(int argc, char
   commands.emplace_back(download, cm::cli::add_download(*download));
   auto* models = app.add_subcommand("models", "List the models in the Hugging Face cache");
   commands.emplace_back(models, cm::cli::add_models(*models));
+#if CM_TRAINING
   auto* train =
       app.add_subcommand("train", "Train a consistency model (iCT, CT, CD) or an EDM teacher");
   commands.emplace_back(train, cm::cli::add_train(*train));
@@ -41,6 +42,9 @@ extern "C" __attribute__((visibility("default"))) int cm_cli_main(int argc, char
   auto* eval =
       app.add_subcommand("eval", "Fréchet distance and class accuracy of a model's samples");
   commands.emplace_back(eval, cm::cli::add_eval(*eval));
+  auto* plot_log = app.add_subcommand("plot-log", "Draw a training log's loss curve to PNG");
+  commands.emplace_back(plot_log, cm::cli::add_plot_log(*plot_log));
+#endif
   auto* bench = app.add_subcommand("bench", "Measure generation speed against the machine's peak");
   commands.emplace_back(bench, cm::cli::add_bench(*bench));
   auto* info = app.add_subcommand("info", "LibTorch, CUDA and cuDNN versions, and the GPUs seen");
@@ -49,8 +53,6 @@ extern "C" __attribute__((visibility("default"))) int cm_cli_main(int argc, char
   auto* serve = app.add_subcommand("serve", "Serve a model over HTTP (OpenAI Images API, jobs)");
   commands.emplace_back(serve, cm::cli::add_serve(*serve));
 #endif
-  auto* plot_log = app.add_subcommand("plot-log", "Draw a training log's loss curve to PNG");
-  commands.emplace_back(plot_log, cm::cli::add_plot_log(*plot_log));
   auto* convert = app.add_subcommand(
       "convert", "Convert a checkpoint of the original consistency-models repository (.pt)");
   commands.emplace_back(convert, cm::cli::add_convert(*convert));

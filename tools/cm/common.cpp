@@ -10,6 +10,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cm/config.h"
 #include "cm/dtype.h"
 #include "cm/error.h"
 #include "cm/pipeline.h"
@@ -163,9 +164,8 @@ std::vector<int64_t> parse_classes(const std::string& text, const std::vector<st
   while (start <= text.size()) {
     const size_t end = text.find(',', start);
     const std::string item = text.substr(start, end == std::string::npos ? end : end - start);
-    const auto it = std::find(names.begin(), names.end(), item);
-    if (it != names.end()) {
-      out.push_back(it - names.begin());
+    if (const auto c = find_class_name(names, item)) {
+      out.push_back(*c);
     } else if (!item.empty() && item.find_first_not_of("-0123456789") != std::string::npos) {
       std::string known;
       for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;

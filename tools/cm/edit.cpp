@@ -1,6 +1,7 @@
 // cm edit: zero-shot editing (inpainting, colorization, super-resolution, stroke-guided
 // generation, interpolation, denoising) with a consistency model, the paper's Algorithm 4.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -51,6 +52,19 @@ struct EditArgs {
   bool grid = false;
   bool no_resize = false;
   bool quiet = false;
+  std::vector<std::string> given;  // the task-specific flags on the command line
+};
+
+// Flags that mean something for one task only: given with another, they are refused rather than
+// silently ignored.
+struct TaskFlag {
+  const char* flag;
+  EditTask task;
+};
+constexpr TaskFlag kTaskFlags[] = {
+    {"--mask", EditTask::kInpaint},     {"--factor", EditTask::kSuperres},
+    {"--sigma", EditTask::kDenoise},    {"--add-noise", EditTask::kDenoise},
+    {"--seed2", EditTask::kInterpolate}, {"--frames", EditTask::kInterpolate},
 };
 
 std::vector<double> parse_double_list(const std::string& option, const std::string& text) {
@@ -100,6 +114,10 @@ void load_inputs(const EditArgs& a, EditTask task, int size, EditOptions& o) {
   if (task == EditTask::kSuperres && a.factor == 0) {
     // A low-resolution image is taken as it is: its size sets the factor.
     const int w = o.image.width;
+    if (w == size && o.image.height == size)
+      throw Error(a.image + ": " + size_text(w, w) +
+                  " is the model's size already: give --factor N to super-resolve it from its "
+                  "N-times smaller version");
     if (w != o.image.height || size % w != 0 || w == size)
       throw Error(a.image + ": " + size_text(w, o.image.height) +
                   " does not divide the model's size " + size_text(size, size) +
@@ -154,6 +172,12 @@ uint64_t seed_or_random(const std::optional<int64_t>& seed, const char* name) {
 int run_edit(EditArgs a) {
   EditOptions o;
   o.task = parse_edit_task(a.task);
+  for (const auto& f : kTaskFlags) {
+    if (f.task != o.task &&
+        std::find(a.given.begin(), a.given.end(), f.flag) != a.given.end())
+      throw Error(std::string(f.flag) + ": only for --task " + edit_task_name(f.task) +
+                  ", not " + edit_task_name(o.task));
+  }
   auto ends_with = [&](const char* suffix) {
     const size_t n = std::strlen(suffix);
     return a.output.size() >= n && a.output.compare(a.output.size() - n, n, suffix) == 0;
@@ -167,8 +191,6 @@ int run_edit(EditArgs a) {
   if (a.steps && *a.steps < 1)
     throw Error("--steps: must be at least 1, got " + std::to_string(*a.steps));
   if (a.frames < 1) throw Error("--frames: must be at least 1, got " + std::to_string(a.frames));
-  if (a.factor < 0 || a.factor == 1)
-    throw Error("--factor: must be at least 2, got " + std::to_string(a.factor));
   if (o.task == EditTask::kDenoise && !a.sigma)
     throw Error("--sigma: required for denoise (the image's noise level)");
   LoadOptions load;
@@ -261,7 +283,8 @@ Runner add_edit(CLI::App& app) {
   app.add_option("--mask", args->mask, "inpaint: white = regenerate, black = keep");
   app.add_option("--factor", args->factor,
                  "superres: block-average a full-size image by this factor (without it, --image "
-                 "is a low-resolution image whose size divides the model's)");
+                 "is a low-resolution image whose size divides the model's)")
+      ->check(at_least(2));
   app.add_option("--sigma", args->sigma, "denoise: the image's noise level");
   app.add_flag("--add-noise", args->add_noise, "denoise: add noise of level --sigma first");
   app.add_option("--seed2", args->seed2, "interpolate: the second seed")->check(seed_value());
@@ -300,7 +323,11 @@ Runner add_edit(CLI::App& app) {
   app.add_flag("--no-resize", args->no_resize,
                "reject an image of another size than the model's instead of resizing it");
   app.add_flag("-q,--quiet", args->quiet, "no progress output on stderr");
-  return [args] { return run_edit(*args); };
+  return [args, &app] {
+    for (const auto& f : kTaskFlags)
+      if (app.count(f.flag)) args->given.push_back(f.flag);
+    return run_edit(*args);
+  };
 }
 
 }  // namespace cm::cli

@@ -16,7 +16,7 @@
 #include "cm/hub.h"
 #include "cm/output.h"
 #include "cm/pipeline.h"
-#include "cm/training.h"
+#include "cm/distributed.h"
 #include "cm/tuning.h"
 #include "cm/version.h"
 #include "common.h"

@@ -15,7 +15,7 @@ Runner add_generate(CLI::App& app);
 Runner add_edit(CLI::App& app);
 Runner add_download(CLI::App& app);
 Runner add_models(CLI::App& app);
-Runner add_train(CLI::App& app);
+Runner add_train(CLI::App& app);             // CM_TRAINING builds only, as the next three
 Runner add_train_classifier(CLI::App& app);
 Runner add_eval(CLI::App& app);
 Runner add_bench(CLI::App& app);

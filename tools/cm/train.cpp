@@ -1,6 +1,8 @@
 // cm train: consistency training (iCT, CT), distillation (CD) and EDM teacher training.
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <memory>
 
@@ -24,6 +26,17 @@ struct TrainArgs {
   int in_channels = 1;
   int num_classes = -1;  // -1: the data's class count; 0: unconditional
   int threads = 0;
+};
+
+// Ctrl-C: the run stops after the current step with a checkpoint (the library asks through
+// TrainOptions::stop_requested); the previous handler comes back however training ends.
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_sigint(int) { g_interrupted = true; }
+
+struct SigintStops {
+  SigintStops() : previous(std::signal(SIGINT, on_sigint)) { g_interrupted = false; }
+  ~SigintStops() { std::signal(SIGINT, previous); }
+  void (*previous)(int);
 };
 
 UNetConfig architecture(const TrainArgs& a) {
@@ -65,6 +78,8 @@ int run_train(TrainArgs& a) {
                  static_cast<long long>(checkpoint_step(a.o.output_dir)));
   }
   const auto start = std::chrono::steady_clock::now();
+  SigintStops sigint;
+  a.o.stop_requested = [] { return g_interrupted.load(); };
   const auto p = train(a.o, [&](const TrainProgress& p) {
     if (a.o.quiet) return;
     const double elapsed =
@@ -78,7 +93,17 @@ int run_train(TrainArgs& a) {
         static_cast<long long>(p.num_scales), p.target_ema, p.images_per_second, elapsed, left);
   });
   if (main) std::printf("%s/checkpoint\n", a.o.output_dir.c_str());
-  return p.step >= a.o.total_steps ? 0 : 130;  // 130: stopped by Ctrl-C, checkpoint written
+  // A planned stop (--stop-after, --max-minutes) is a success: exit 0 with how to go on. Ctrl-C
+  // keeps the shell's 130 (the checkpoint is written all the same).
+  if (p.stop != TrainStop::kCompleted && main) {
+    const char* why = p.stop == TrainStop::kStepLimit   ? "--stop-after"
+                      : p.stop == TrainStop::kTimeLimit ? "--max-minutes"
+                                                        : "Ctrl-C";
+    std::fprintf(stderr,
+                 "stopped at step %lld of %lld (%s); continue with the same command and --resume\n",
+                 static_cast<long long>(p.step), static_cast<long long>(p.total_steps), why);
+  }
+  return p.stop == TrainStop::kRequested ? 130 : 0;
 }
 
 }  // namespace
