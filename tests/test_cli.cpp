@@ -262,6 +262,29 @@ TEST_F(CliTest, PlannedStopExitsZeroAndCtrlCExits130) {
 }
 #endif
 
+// Ctrl-C while cm generate writes PNGs: it stops at the next image (not after all of them), with
+// 130, and leaves whole files only. A second Ctrl-C would end it at once.
+TEST_F(CliTest, CtrlCStopsGenerateBetweenImages) {
+  const auto r = test::run_shell(
+      "timeout 120 " + std::string(CM_BINARY) + " generate -n 100000 --chunk-size 1 -s 0 -q -o " +
+      path("p_%d.png") + " > " + path("out.log") + " 2>&1 & pid=$!; for i in $(seq 600); do " +
+      "[ -e " + path("p_3.png") + " ] && break; sleep 0.05; done; kill -INT $pid; wait $pid; " +
+      "echo exit=$?; cat " + path("out.log"));
+  EXPECT_NE(r.output.find("exit=130"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("interrupted (Ctrl-C)"), std::string::npos) << r.output;
+  int pngs = 0;
+  for (const auto& e : fs::directory_iterator(dir_)) {
+    const std::string name = e.path().filename().string();
+    EXPECT_EQ(name.find(".tmp"), std::string::npos) << name;  // nothing half-written
+    if (e.path().extension() == ".png") {
+      ++pngs;
+      EXPECT_NO_THROW(read_png(e.path().string())) << name;
+    }
+  }
+  EXPECT_GE(pngs, 4);
+  EXPECT_LT(pngs, 5000);
+}
+
 TEST_F(CliTest, VersionPrints) {
   const auto r = run_cm("--version");
   EXPECT_EQ(r.status, 0);

@@ -123,7 +123,6 @@ TrainOptions tiny_options(const std::string& dir, const std::string& method) {
   o.checkpoint_every = 0;
   o.sample_every = 0;
   o.log_every = 1;
-  o.quiet = true;
   return o;
 }
 

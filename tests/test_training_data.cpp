@@ -80,6 +80,10 @@ TEST_F(ImageFolder, TrainsAClassConditionalModelWithTheFolderClassNames) {
       write_png(path(std::string("data/") + c + "/" + std::to_string(i) + ".png"),
                 flat_image(12, 12, 3, static_cast<uint8_t>(40 * i + (c[0] == 's' ? 100 : 0))));
   }
+  {
+    std::ofstream broken(path("data/circle/broken.png"));
+    broken << "not a PNG";
+  }
   TrainOptions o;
   o.data = path("data");
   o.classes_from_data = true;
@@ -95,8 +99,13 @@ TEST_F(ImageFolder, TrainsAClassConditionalModelWithTheFolderClassNames) {
   o.total_steps = 2;
   o.batch_size = 2;
   o.checkpoint_every = o.sample_every = 0;
-  o.quiet = true;
+  // Notes come through the log callback (the library itself prints nothing).
+  std::vector<std::string> lines;
+  o.log = [&](const std::string& line) { lines.push_back(line); };
   train(o);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_NE(lines[0].find("broken.png"), std::string::npos) << lines[0];
+  EXPECT_EQ(lines[1], "data: 1 unreadable file(s) skipped, 6 images used");
   const auto config = UNetConfig::load(path("run/checkpoint/unet/config.json"));
   ASSERT_TRUE(config.num_class_embeds.has_value());
   EXPECT_EQ(*config.num_class_embeds, 2);

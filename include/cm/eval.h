@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "cm/log.h"
+
 namespace cm {
 
 struct ClassifierTrainOptions {
@@ -16,7 +18,7 @@ struct ClassifierTrainOptions {
   int64_t batch_size = 128;
   double lr = 2e-3;
   uint64_t seed = 0;
-  bool quiet = false;
+  LogCallback log;  // a line per epoch
 };
 
 struct ClassifierTrainResult {
@@ -33,7 +35,7 @@ struct EvalOptions {
   std::vector<int> steps = {1, 2};  // sampling step counts to evaluate
   uint64_t seed = 0;
   int64_t real_limit = 0;  // > 0: use only this many real images per split (tests)
-  bool quiet = false;
+  LogCallback log;         // a line per evaluated step count
 };
 
 struct EvalRow {

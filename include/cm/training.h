@@ -8,6 +8,7 @@
 
 #include "cm/config.h"
 #include "cm/distributed.h"
+#include "cm/log.h"
 
 namespace cm {
 
@@ -56,7 +57,7 @@ struct TrainOptions {
   // Asked before every step; true stops the run after a checkpoint. The library installs no
   // signal handler: `cm train` answers it from its own Ctrl-C handler.
   std::function<bool()> stop_requested;
-  bool quiet = false;
+  LogCallback log;  // notes from the run (unreadable data files skipped); progress: train()'s on_log
   DistributedOptions distributed;
 };
 

@@ -64,10 +64,13 @@ ClassifierTrainResult train_classifier(const ClassifierTrainOptions& o) {
       loss_sum += loss.item<double>();
     }
     model->eval();
-    if (!o.quiet)
-      std::fprintf(stderr, "epoch %lld/%lld  loss %.4f  test accuracy %.4f\n",
-                   static_cast<long long>(epoch + 1), static_cast<long long>(o.epochs),
-                   loss_sum / steps_per_epoch, accuracy(model, test.images, test.labels));
+    if (o.log) {
+      char line[160];
+      std::snprintf(line, sizeof line, "epoch %lld/%lld  loss %.4f  test accuracy %.4f",
+                    static_cast<long long>(epoch + 1), static_cast<long long>(o.epochs),
+                    loss_sum / steps_per_epoch, accuracy(model, test.images, test.labels));
+      o.log(line);
+    }
   }
   model->eval();
   ClassifierTrainResult r;
@@ -122,9 +125,12 @@ EvalResult evaluate(const EvalOptions& o) {
       if (classes > 0) row.accuracy = accuracy(classifier, all, at::tensor(wanted));
       row.images = all.size(0);
       result.rows.push_back(row);
-      if (!o.quiet)
-        std::fprintf(stderr, "%s: Fréchet %.3f  accuracy %.4f\n", row.what.c_str(), row.frechet,
-                     row.accuracy);
+      if (o.log) {
+        char line[160];
+        std::snprintf(line, sizeof line, "%s: Fréchet %.3f  accuracy %.4f", row.what.c_str(),
+                      row.frechet, row.accuracy);
+        o.log(line);
+      }
     }
   }
   const auto train_features = classify_all(classifier, train.images, true);

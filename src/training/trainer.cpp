@@ -168,11 +168,11 @@ class Trainer {
 
     device_ = training_device(o.device, o.distributed);
     group_ = std::make_unique<ProcessGroup>(o.distributed, device_);
-    if (!data_.skipped.empty() && group_->is_main() && !o.quiet) {
+    if (!data_.skipped.empty() && group_->is_main() && o.log) {
       for (size_t i = 0; i < data_.skipped.size() && i < 5; ++i)
-        std::fprintf(stderr, "warning: %s (skipped)\n", data_.skipped[i].c_str());
-      std::fprintf(stderr, "data: %zu unreadable file(s) skipped, %zu images used\n",
-                   data_.skipped.size(), data_.size());
+        o.log("warning: " + data_.skipped[i] + " (skipped)");
+      o.log("data: " + std::to_string(data_.skipped.size()) + " unreadable file(s) skipped, " +
+            std::to_string(data_.size()) + " images used");
     }
     torch::manual_seed(o.seed);  // initial weights and dropout masks
     s_.online = UNet2DModel(u);

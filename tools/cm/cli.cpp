@@ -10,6 +10,7 @@
 #include "cm/error.h"
 #include "cm/system.h"
 #include "cm/tuning.h"
+#include "common.h"
 #include "subcommands.h"
 
 extern "C" __attribute__((visibility("default"))) int cm_cli_main(int argc, char** argv) {
@@ -73,6 +74,9 @@ extern "C" __attribute__((visibility("default"))) int cm_cli_main(int argc, char
     for (auto& [sub, run] : commands) {
       if (sub->parsed()) return run();
     }
+  } catch (const cm::cli::Interrupted&) {
+    std::cerr << "interrupted (Ctrl-C)" << std::endl;
+    return 130;  // the shell's code for a process Ctrl-C ended
   } catch (const cm::Error& e) {
     std::cerr << "error: " << e.what() << std::endl;
     return 1;

@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 #include <algorithm>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -184,6 +185,31 @@ std::vector<int64_t> parse_classes(const std::string& text, const std::vector<st
 
 void log(bool quiet, const std::string& line) {
   if (!quiet) std::cerr << line << std::endl;
+}
+
+namespace {
+volatile std::sig_atomic_t g_interrupted = 0;
+extern "C" void on_interrupt(int) {
+  if (g_interrupted) {  // the second Ctrl-C: the default action, now
+    std::signal(SIGINT, SIG_DFL);
+    std::raise(SIGINT);
+  }
+  g_interrupted = 1;
+}
+}  // namespace
+
+InterruptGuard::InterruptGuard() : previous_(std::signal(SIGINT, on_interrupt)) {
+  g_interrupted = 0;
+}
+InterruptGuard::~InterruptGuard() { std::signal(SIGINT, previous_); }
+
+void throw_if_interrupted() {
+  if (g_interrupted) throw Interrupted();
+}
+
+LogCallback stderr_log(bool quiet) {
+  if (quiet) return nullptr;
+  return [](const std::string& line) { std::cerr << line << std::endl; };
 }
 
 }  // namespace cm::cli

@@ -1,11 +1,14 @@
 // Helpers shared by the cm subcommands.
 #pragma once
 
+#include <exception>
 #include <string>
 #include <vector>
 
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
+
+#include "cm/log.h"
 
 namespace CLI {
 class App;
@@ -61,5 +64,27 @@ std::string output_name(const std::string& pattern, int index, int count);
 std::vector<int64_t> parse_classes(const std::string& text, const std::vector<std::string>& names);
 // Writes the string to stderr with a newline unless quiet.
 void log(bool quiet, const std::string& line);
+// Ctrl-C in cm generate and cm edit: the first one stops the command at the next image or step
+// (files already written stay, nothing half-written is left, exit 130); a second one ends the
+// process at once. The previous handler comes back when the guard goes.
+class Interrupted : public std::exception {
+ public:
+  const char* what() const noexcept override { return "interrupted"; }
+};
+class InterruptGuard {
+ public:
+  InterruptGuard();
+  ~InterruptGuard();
+  InterruptGuard(const InterruptGuard&) = delete;
+  InterruptGuard& operator=(const InterruptGuard&) = delete;
+
+ private:
+  void (*previous_)(int);
+};
+// Throws Interrupted once Ctrl-C was pressed under an InterruptGuard.
+void throw_if_interrupted();
+
+// The library's LogCallback for a subcommand: lines to stderr, or nothing with --quiet.
+LogCallback stderr_log(bool quiet);
 
 }  // namespace cm::cli

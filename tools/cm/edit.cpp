@@ -224,7 +224,9 @@ int run_edit(EditArgs a) {
   if (o.task == EditTask::kInterpolate) o.seed2 = seed_or_random(a.seed2, "seed2");
 
   auto last = t1;
+  InterruptGuard interrupt_guard;
   o.on_step = [&](int i, int n, double t, const at::Tensor&) {
+    throw_if_interrupted();
     const auto now = std::chrono::steady_clock::now();
     char line[128];
     std::snprintf(line, sizeof line, "step %d/%d  t=%.4f  %.3f s", i + 1, n, t,
@@ -259,6 +261,7 @@ int run_edit(EditArgs a) {
     return 0;
   }
   for (size_t i = 0; i < results.size(); ++i) {
+    throw_if_interrupted();
     const std::string path =
         output_name(a.output, static_cast<int>(i), static_cast<int>(results.size()));
     std::optional<int> frame;

@@ -13,15 +13,17 @@ namespace cm::cli {
 Runner add_train_classifier(CLI::App& app) {
   auto o = std::make_shared<ClassifierTrainOptions>();
   auto threads = std::make_shared<int>(0);
+  auto quiet = std::make_shared<bool>(false);
   app.add_option("-o,--output", o->output, "folder for model.safetensors")->capture_default_str();
   app.add_option("--epochs", o->epochs)->capture_default_str()->check(at_least(1));
   app.add_option("-n,--batch-size", o->batch_size)->capture_default_str()->check(at_least(1));
   app.add_option("--lr", o->lr)->capture_default_str();
   app.add_option("--seed", o->seed)->capture_default_str();
   app.add_option("-t,--threads", *threads, "CPU threads (default: all)");
-  app.add_flag("-q,--quiet", o->quiet);
-  return [o, threads] {
+  app.add_flag("-q,--quiet", *quiet, "no progress lines");
+  return [o, threads, quiet] {
     set_threads(*threads);
+    o->log = stderr_log(*quiet);
     const auto r = train_classifier(*o);
     std::printf("%s: test accuracy %.4f (%.0f s)\n", o->output.c_str(), r.test_accuracy, r.seconds);
     return 0;
@@ -34,6 +36,7 @@ Runner add_eval(CLI::App& app) {
   const char* env = std::getenv("CM_CLASSIFIER");
   o->classifier = env ? env : "";
   auto threads = std::make_shared<int>(0);
+  auto quiet = std::make_shared<bool>(false);
   app.add_option("-m,--model", o->model,
                  "pipeline folder to evaluate (absent: real test images against themselves)")
       ->check(not_empty());
@@ -50,9 +53,10 @@ Runner add_eval(CLI::App& app) {
   app.add_option("--real-limit", o->real_limit, "use only N real images per split")
       ->check(at_least(1));
   app.add_option("-t,--threads", *threads, "CPU threads (default: all)");
-  app.add_flag("-q,--quiet", o->quiet);
-  return [o, threads] {
+  app.add_flag("-q,--quiet", *quiet, "no progress lines");
+  return [o, threads, quiet] {
     set_threads(*threads);
+    o->log = stderr_log(*quiet);
     if (o->classifier.empty())
       o->classifier = shipped_model("fmnist-classifier", "--classifier DIR or set CM_CLASSIFIER");
     const auto r = evaluate(*o);

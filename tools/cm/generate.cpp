@@ -140,7 +140,9 @@ int run_generate(GenerateArgs a) {
   log(a.quiet, "loaded " + model + " in " +
                    std::to_string(std::chrono::duration<double>(t1 - t0).count()) + " s");
   auto last = t1;
+  InterruptGuard interrupt_guard;
   o.on_step = [&](int i, int n, double t, const at::Tensor&) {
+    throw_if_interrupted();
     const auto now = std::chrono::steady_clock::now();
     char line[128];
     std::snprintf(line, sizeof line, "step %d/%d  t=%.4f  %.3f s", i + 1, n, t,
@@ -156,6 +158,7 @@ int run_generate(GenerateArgs a) {
     so.generate = o;
     bool first_step = true;  // one progress line per chunk instead of one per step
     so.generate.on_step = [&](int, int, double, const at::Tensor&) {
+      throw_if_interrupted();
       if (first_step) memory_policy_for_running();
       first_step = false;
     };
@@ -198,6 +201,7 @@ int run_generate(GenerateArgs a) {
   for (size_t i = 0; i < images.size(); ++i) {
     std::optional<int64_t> label;
     if (!r.class_labels.empty()) label = r.class_labels[i];
+    throw_if_interrupted();
     const std::string path =
         output_name(a.output, static_cast<int>(i), static_cast<int>(images.size()));
     write_png(path, images[i],

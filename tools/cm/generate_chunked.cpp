@@ -29,6 +29,7 @@ class ChunkWriter {
       const int64_t h = images.size(1), w = images.size(2), ch = images.size(3);
       const auto* pixels = images.data_ptr<uint8_t>();
       for (int64_t j = 0; j < images.size(0); ++j) {
+        throw_if_interrupted();
         ImageU8 png{static_cast<int>(w), static_cast<int>(h), static_cast<int>(ch), {}};
         png.pixels.assign(pixels + j * h * w * ch, pixels + (j + 1) * h * w * ch);
         std::optional<int64_t> label;

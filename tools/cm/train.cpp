@@ -26,6 +26,7 @@ struct TrainArgs {
   int in_channels = 1;
   int num_classes = -1;  // -1: the data's class count; 0: unconditional
   int threads = 0;
+  bool quiet = false;
 };
 
 // Ctrl-C: the run stops after the current step with a checkpoint (the library asks through
@@ -78,10 +79,11 @@ int run_train(TrainArgs& a) {
                  static_cast<long long>(checkpoint_step(a.o.output_dir)));
   }
   const auto start = std::chrono::steady_clock::now();
+  a.o.log = stderr_log(a.quiet);
   SigintStops sigint;
   a.o.stop_requested = [] { return g_interrupted.load(); };
   const auto p = train(a.o, [&](const TrainProgress& p) {
-    if (a.o.quiet) return;
+    if (a.quiet) return;
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double left = p.images_per_second > 0
@@ -156,7 +158,7 @@ Runner add_train(CLI::App& app) {
   app.add_option("--stop-after", o.stop_after, "stop with a checkpoint after N steps of this run")
       ->check(at_least(1));
   app.add_option("--max-minutes", o.max_minutes, "stop with a checkpoint after this wall time");
-  app.add_flag("-q,--quiet", o.quiet, "no progress lines");
+  app.add_flag("-q,--quiet", a->quiet, "no progress lines");
   app.add_option("--unet-config", a->unet_config, "architecture as a diffusers config.json");
   app.add_option("--channels", a->channels, "block_out_channels")->capture_default_str();
   app.add_option("--layers-per-block", a->layers_per_block)->capture_default_str();
