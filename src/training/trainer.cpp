@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -250,7 +251,8 @@ class Trainer {
       images_since += o_.batch_size * group_->world_size();
       ++s_.step;
       p.step = s_.step;
-      if (s_.step % o_.log_every == 0 || s_.step == o_.total_steps) {
+      const bool log_now = s_.step % o_.log_every == 0 || s_.step == o_.total_steps;
+      if (log_now) {
         const auto now = std::chrono::steady_clock::now();
         p.images_per_second = images_since / std::chrono::duration<double>(now - t0).count();
         p.loss = group_->mean(loss_sum / loss_count);
@@ -258,16 +260,25 @@ class Trainer {
         images_since = 0;
         loss_sum = 0;
         loss_count = 0;
-        if (main) {
-          log << p.step << "," << p.loss << "," << p.num_scales << "," << p.target_ema << ","
-              << current_lr() << "," << p.images_per_second << "\n";
-          log.flush();
-          if (on_log) on_log(p);
+      }
+      // Rank 0's own work (log, samples, checkpoint) can fail where the others have nothing to
+      // fail: it says so to them before anyone waits on the next step's collectives.
+      std::exception_ptr error;
+      if (main) {
+        try {
+          if (log_now) {
+            log << p.step << "," << p.loss << "," << p.num_scales << "," << p.target_ema << ","
+                << current_lr() << "," << p.images_per_second << "\n";
+            log.flush();
+            if (on_log) on_log(p);
+          }
+          if (o_.sample_every > 0 && s_.step % o_.sample_every == 0) write_samples();
+          if (o_.checkpoint_every > 0 && s_.step % o_.checkpoint_every == 0) checkpoint(p);
+        } catch (...) {
+          error = std::current_exception();
         }
       }
-      if (!main) continue;
-      if (o_.sample_every > 0 && s_.step % o_.sample_every == 0) write_samples();
-      if (o_.checkpoint_every > 0 && s_.step % o_.checkpoint_every == 0) checkpoint(p);
+      agree(error, "writing its log, samples or checkpoint");
     }
     if (main) checkpoint(p);
     return p;
@@ -275,6 +286,16 @@ class Trainer {
 
  private:
   double current_lr() const { return o_.lr * warmup_factor(s_.step, o_.warmup); }
+
+  // Every rank learns whether any failed (one collective, nothing with a single process): the one
+  // that failed throws its own error, the others a cm::Error saying so, at the same step, rather
+  // than waiting in the next collective until the timeout.
+  void agree(const std::exception_ptr& error, const std::string& what) {
+    if (!group_->any(error != nullptr)) return;
+    if (error) std::rethrow_exception(error);
+    throw Error("rank " + std::to_string(group_->rank()) + " stops: another rank failed " + what +
+                " at step " + std::to_string(s_.step) + " (its own output says why)");
+  }
 
   // Every rank draws the whole global batch from the same generator and keeps its own slice, so
   // W processes with batch B see exactly what one process with batch W·B sees.
@@ -384,22 +405,30 @@ class Trainer {
         mine(at::randn(global_shape, s_.generator, at::TensorOptions().dtype(at::kFloat)))
             .to(device_);
     at::Tensor loss;
-    {
-      // The forward passes; backward follows their dtypes.
-      const Bf16Autocast autocast(o_.bf16, device_.type());
-      loss = compute_loss(b, z, p);
+    std::exception_ptr error;
+    try {
+      {
+        // The forward passes; backward follows their dtypes.
+        const Bf16Autocast autocast(o_.bf16, device_.type());
+        loss = compute_loss(b, z, p);
+      }
+      s_.optimizer->zero_grad();
+      loss.backward();
+    } catch (...) {
+      error = std::current_exception();
     }
-    s_.optimizer->zero_grad();
-    loss.backward();
+    agree(error, "computing its loss");
     group_->average_gradients(s_.online->parameters());
     if (o_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(s_.online->parameters(), o_.grad_clip);
     s_.optimizer->step();
     if (s_.target) lerp_weights(s_.target, s_.online, p.target_ema);
     lerp_weights(s_.ema, s_.online, o_.ema_rate);
     const double value = loss.item<double>();
-    if (!std::isfinite(value))
+    // Decided together: a rank that diverged alone must not leave the others waiting.
+    if (group_->any(!std::isfinite(value)))
       throw Error("training diverged at step " + std::to_string(s_.step) + " (loss " +
-                  std::to_string(value) + "); lower --lr or raise --warmup");
+                  (std::isfinite(value) ? "not finite on another rank" : std::to_string(value)) +
+                  "); lower --lr or raise --warmup");
     return value;
   }
 
