@@ -8,9 +8,11 @@
 
 #include <sys/wait.h>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "cm/image_io.h"
 #include "golden.h"
@@ -120,7 +122,11 @@ TEST_F(CliTest, BadArgumentsGiveOneLineErrors) {
       {"generate " + model + " -t 100000", "--threads"},
       {"generate " + model + " -t -1", "--threads"},
       {"generate " + model + " --per-class 0", "--per-class"},
+      // The scheduler's own name for it once stood alone.
+      {"generate " + model + " --steps 100000", "--steps"},
 #if CM_TRAINING
+      // plot-log wrote PNG bytes into any name.
+      {"plot-log " + path("none.csv") + " -o " + path("loss.gif"), "-o " + path("loss.gif")},
       {"train --log-every 0 -q -o " + path("run"), "--log-every"},
       {"train --ema-rate 2 -q -o " + path("run"), "--ema-rate"},
       {"train --ict-s0 0 -q -o " + path("run"), "--ict-s0"},
@@ -230,7 +236,128 @@ TEST_F(CliTest, DtypeAutoAndTheEmulatedBfloat16Warning) {
       << b.output;
 }
 
+// `cm bench -m` takes a model folder; --flops once refused one. The golden tiny_cond folder holds
+// the built-in tiny_cond architecture, so the two counts agree.
+TEST_F(CliTest, BenchFlopsTakesAModelFolder) {
+  const auto folder = run_cm("bench --flops -m " + kCond + "/model");
+  ASSERT_EQ(folder.status, 0) << folder.output;
+  const auto builtin = run_cm("bench --flops -m tiny_cond");
+  ASSERT_EQ(builtin.status, 0) << builtin.output;
+  const auto count = [](const std::string& s) { return s.substr(s.find(": ")); };
+  EXPECT_EQ(count(folder.output), count(builtin.output));
+  EXPECT_NE(folder.output.find("GFLOP"), std::string::npos) << folder.output;
+}
+
 #if CM_TRAINING
+// The default output was the shipped classifier's folder, overwritten without a word (issue 15).
+TEST_F(CliTest, TrainClassifierRefusesToOverwrite) {
+  fs::create_directories(path("cls"));
+  { std::ofstream(path("cls/model.safetensors")) << "precious"; }
+  const auto r = run_cm("train-classifier --epochs 1 -o " + path("cls"));
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("--overwrite"), std::string::npos) << r.output;
+  std::ifstream in(path("cls/model.safetensors"));
+  std::string kept;
+  std::getline(in, kept);
+  EXPECT_EQ(kept, "precious");
+}
+
+// plot-log: labelled axes (text left of the value axis and under the step axis, where only the
+// axis lines were before), the evaluation panels when the log has them, JPEG by extension.
+TEST_F(CliTest, PlotLogDrawsLabelsEvaluationsAndJpeg) {
+  {
+    std::ofstream log(path("train_log.csv"));
+    log << "step,loss,num_scales,target_ema,lr,images_per_second,frechet_1step,accuracy_1step,"
+           "frechet_2steps,accuracy_2steps\n";
+    for (int s = 10; s <= 200; s += 10) {
+      log << s << "," << 20.0 / s << ",11,0,1e-4,40";
+      if (s % 100 == 0) log << "," << 3000.0 / s << "," << 0.4 + s / 1000.0 << "," << 2000.0 / s
+                            << "," << 0.5 + s / 1000.0 << "\n";
+      else log << ",,,,\n";
+    }
+  }
+  const auto r = run_cm("plot-log " + path("train_log.csv") + " -o " + path("loss.png"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("2 evaluations"), std::string::npos) << r.output;
+  const ImageU8 with_eval = read_png(path("loss.png"));
+  // A log without the evaluation columns (the format before --eval-every) is one panel.
+  {
+    std::ofstream log(path("old_log.csv"));
+    log << "step,loss,num_scales,target_ema,lr,images_per_second\n10,2,11,0,1e-4,40\n"
+           "20,1,11,0,1e-4,40\n30,0.5,11,0,1e-4,40\n";
+  }
+  const auto old = run_cm("plot-log " + path("old_log.csv") + " -o " + path("old.png"));
+  ASSERT_EQ(old.status, 0) << old.output;
+  const ImageU8 plain = read_png(path("old.png"));
+  EXPECT_GT(with_eval.height, plain.height + 300);  // two panels of evaluations below
+  // Dark pixels in the margins: tick labels. The axes themselves sit at x = 80 and at the
+  // bottom of the panel; look left of x = 70 and below the axis.
+  auto dark_in = [&](int x0, int x1, int y0, int y1) {
+    int n = 0;
+    for (int y = y0; y < y1; ++y)
+      for (int x = x0; x < x1; ++x) n += plain.pixels[(static_cast<size_t>(y) * plain.width + x) * 3] < 100;
+    return n;
+  };
+  EXPECT_GT(dark_in(0, 70, 30, 350), 20);                  // value labels
+  EXPECT_GT(dark_in(90, plain.width, 346, plain.height), 20);  // step labels
+  const auto jpeg = run_cm("plot-log " + path("train_log.csv") + " -o " + path("loss.jpg"));
+  ASSERT_EQ(jpeg.status, 0) << jpeg.output;
+  const ImageU8 j = read_jpeg(path("loss.jpg"));
+  EXPECT_EQ(j.width, with_eval.width);
+  EXPECT_EQ(j.height, with_eval.height);
+}
+
+// --eval-every: the evaluated steps' rows carry one- and two-step Fréchet distance and accuracy
+// (finite, in range), the others leave those cells empty, and plot-log draws them.
+TEST_F(CliTest, TrainEvalEveryWritesEvaluationColumns) {
+  const auto r = run_cm(
+      "train --data fashion-mnist:test --data-limit 64 --channels 8,16 --layers-per-block 1 "
+      "--head-dim 8 --norm-groups 4 --checkpoint-every 0 --sample-every 0 --log-every 1 "
+      "--seed 3 -n 4 -t 2 --steps 4 --eval-every 2 --eval-per-class 3 -o " + path("run"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("eval: 1 step Fréchet"), std::string::npos) << r.output;
+  std::ifstream log(path("run/train_log.csv"));
+  std::string line;
+  std::getline(log, line);
+  EXPECT_EQ(line,
+            "step,loss,num_scales,target_ema,lr,images_per_second,frechet_1step,accuracy_1step,"
+            "frechet_2steps,accuracy_2steps");
+  int evaluated = 0, rows = 0;
+  while (std::getline(log, line)) {
+    ++rows;
+    std::vector<std::string> cells;
+    std::stringstream ss(line);
+    std::string cell;
+    while (std::getline(ss, cell, ',')) cells.push_back(cell);
+    if (line.back() == ',') cells.emplace_back();
+    ASSERT_EQ(cells.size(), 10u) << line;
+    const int step = std::stoi(cells[0]);
+    if (step % 2 != 0) {
+      for (int i = 6; i < 10; ++i) EXPECT_TRUE(cells[i].empty()) << line;
+      continue;
+    }
+    ++evaluated;
+    for (int i : {6, 8}) {
+      const double frechet = std::stod(cells[i]);
+      EXPECT_TRUE(std::isfinite(frechet) && frechet >= 0) << line;
+    }
+    for (int i : {7, 9}) {
+      const double accuracy = std::stod(cells[i]);
+      EXPECT_TRUE(accuracy >= 0 && accuracy <= 1) << line;
+    }
+  }
+  EXPECT_EQ(rows, 4);
+  EXPECT_EQ(evaluated, 2);
+  const auto plot = run_cm("plot-log " + path("run/train_log.csv") + " -o " + path("run.png"));
+  ASSERT_EQ(plot.status, 0) << plot.output;
+  EXPECT_NE(plot.output.find("2 evaluations"), std::string::npos) << plot.output;
+  // A model that is not Fashion-MNIST-shaped is refused before training starts.
+  const auto rgb = run_cm("train --sample-size 32 --in-channels 3 --eval-every 2 --steps 2 -q -o " +
+                          path("rgb"));
+  EXPECT_EQ(rgb.status, 1) << rgb.output;
+  EXPECT_NE(rgb.output.find("--eval-every"), std::string::npos) << rgb.output;
+}
+
 // A planned stop is a success that says how to go on; Ctrl-C keeps the shell's 130; both leave a
 // checkpoint that --resume continues.
 TEST_F(CliTest, PlannedStopExitsZeroAndCtrlCExits130) {

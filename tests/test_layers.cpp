@@ -70,6 +70,11 @@ TEST(Conv2dPrepack, MatchesThePlainConvolutionAndKeepsTheWeights) {
         EXPECT_TRUE(at::allclose(packed.to(at::kFloat), plain.to(at::kFloat), tol, tol))
             << (packed.to(at::kFloat) - plain.to(at::kFloat)).abs().max().item<double>();
         EXPECT_TRUE(at::equal(conv->dense_weight(), original));
+        // While packed the weight is no parameter and reads as nothing (issue 15 g: it was a
+        // parameter of zeros).
+        EXPECT_EQ(conv->named_parameters().size(), 1u);
+        EXPECT_TRUE(conv->named_parameters().contains("bias"));
+        EXPECT_EQ(conv->weight.numel(), 0);
         // A forward with gradients (training) restores the plain weight, bit for bit.
         const auto y = conv->forward(x);
         EXPECT_FALSE(conv->is_prepacked());
@@ -132,6 +137,8 @@ TEST(Conv2dPrepack, UNetStateDictIsUnchangedByPacking) {
   std::map<std::string, at::Tensor> copy;
   for (const auto& [k, v] : before) copy.emplace(k, v.clone());
   unet->to_channels_last();
+  std::map<std::string, const c10::TensorImpl*> handles;
+  for (const auto& p : unet->named_parameters(true)) handles.emplace(p.key(), p.value().unsafeGetTensorImpl());
   unet->allow_weight_prepacking(true);
   const auto x = at::randn({1, 3, 8, 8}).contiguous(at::MemoryFormat::ChannelsLast);
   const auto t = at::full({1}, 10.0);
@@ -147,6 +154,21 @@ TEST(Conv2dPrepack, UNetStateDictIsUnchangedByPacking) {
   const auto after = unet->state_dict();
   ASSERT_EQ(after.size(), copy.size());
   for (const auto& [k, v] : copy) EXPECT_TRUE(at::equal(after.at(k), v)) << k;
+  // What torch::nn itself hands out (an optimizer, torch::save, a user's own loop) holds only
+  // real values: packed weights once stayed there as zeros (issue 15 g); now they are left out.
+  const auto packed_params = unet->named_parameters(/*recurse=*/true);
+  EXPECT_EQ(packed_params.size() + n_packed, handles.size());
+  for (const auto& p : packed_params) {
+    EXPECT_TRUE(at::equal(p.value(), copy.at(p.key()))) << p.key();
+  }
+  // Unpacking brings back the same tensors (an optimizer holding them keeps working), unchanged.
+  unet->unpack_weights();
+  const auto restored = unet->named_parameters(/*recurse=*/true);
+  ASSERT_EQ(restored.size(), handles.size());
+  for (const auto& p : restored) {
+    EXPECT_EQ(p.value().unsafeGetTensorImpl(), handles.at(p.key())) << p.key();
+    EXPECT_TRUE(at::equal(p.value(), copy.at(p.key()))) << p.key();
+  }
   unet->allow_weight_prepacking(false);
   torch::NoGradGuard no_grad;
   const auto plain = unet->forward(x, t);

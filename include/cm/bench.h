@@ -21,6 +21,8 @@ FlopCount count_unet_flops(const UNetConfig& config);
 
 // Built-in architectures: "imagenet64", "lsun256", "tiny_cond", "tiny_uncond" (the golden ones).
 std::vector<std::string> bench_architectures();
+// One of those by name, or the UNet config of a model folder (a pipeline or a bare UNet folder):
+// whatever `cm bench -m` takes.
 UNetConfig bench_architecture(const std::string& name);
 // Writes a random-weight pipeline folder of that architecture (to measure loading).
 void save_random_pipeline(const UNetConfig& config, const std::string& dir, uint64_t seed = 0);

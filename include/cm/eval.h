@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -13,7 +14,8 @@ namespace cm {
 
 struct ClassifierTrainOptions {
   std::string data = "fashion-mnist";
-  std::string output = "models/fmnist-classifier";  // folder: model.safetensors
+  std::string output = "runs/fmnist-classifier";  // folder: model.safetensors
+  bool overwrite = false;  // replace a model.safetensors already in `output` (else refused)
   int64_t epochs = 3;
   int64_t batch_size = 128;
   double lr = 2e-3;
@@ -51,5 +53,30 @@ struct EvalResult {
 };
 
 EvalResult evaluate(const EvalOptions& options);
+
+class ConsistencyModelPipeline;
+
+// The classifier and the real test images' features, loaded once to evaluate many models (or one
+// model many times: cm train --eval-every). Samples are drawn in batches of 100, batch k with
+// seed `seed + 100 k` and classes in order (samples_per_class of each), so two calls with the
+// same arguments see the same noise.
+class Evaluator {
+ public:
+  explicit Evaluator(const std::string& classifier, int64_t real_limit = 0);
+  ~Evaluator();
+  double classifier_test_accuracy() const;
+  // One row per step count; the pipeline must be a 1×28×28 model (Fashion-MNIST).
+  std::vector<EvalRow> evaluate(ConsistencyModelPipeline& pipeline, int64_t samples_per_class,
+                                const std::vector<int>& steps, uint64_t seed,
+                                const LogCallback& log = nullptr);
+  // The real test images against themselves (distance ~0, the classifier's test accuracy).
+  EvalRow test_against_itself() const;
+  // The first `train_images` training images against the test images: the best a model can do.
+  EvalRow real_data_floor(int64_t train_images);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace cm

@@ -2,6 +2,8 @@
 // an EDM teacher, and EDM training of that teacher. What it saves is a diffusers pipeline folder.
 #pragma once
 
+#include <cmath>
+
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -46,6 +48,13 @@ struct TrainOptions {
   uint64_t seed = 0;
   int64_t checkpoint_every = 1000;  // 0: only at the end (and when stopped)
   int64_t sample_every = 1000;   // sample grid PNG (one image per class), 0 disables
+  // Every N steps (0: never), cm eval's figures for the EMA model go into train_log.csv's
+  // frechet_1step, accuracy_1step, frechet_2steps and accuracy_2steps columns: eval_per_class
+  // one- and two-step samples per class (the same seeds each time) against the real test images,
+  // through `eval_classifier`. Fashion-MNIST-shaped (1×28×28) models only.
+  int64_t eval_every = 0;
+  int64_t eval_per_class = 100;
+  std::string eval_classifier;
   int64_t log_every = 10;
   bool bf16 = false;             // bfloat16 autocast for the forward passes
   // "cpu", or "cuda": each process trains on one GPU, cuda:(LOCAL_RANK, else RANK modulo the
@@ -77,6 +86,9 @@ struct TrainProgress {
   int64_t num_scales = 0;  // N(k)
   double target_ema = 0;   // μ(k) (0 for iCT: the target is the online network)
   double images_per_second = 0;
+  // Set on the steps that were evaluated (eval_every), else NaN.
+  double frechet_1step = std::nan(""), accuracy_1step = std::nan("");
+  double frechet_2steps = std::nan(""), accuracy_2steps = std::nan("");
   TrainStop stop = TrainStop::kCompleted;  // in train()'s result
 };
 
@@ -92,9 +104,11 @@ TrainProgress train(const TrainOptions& options, const TrainCallback& on_log = n
 
 struct LossPlot {
   double first_step = 0, last_step = 0, min_loss = 0, max_loss = 0;
+  int64_t evaluations = 0;  // logged --eval-every rows, drawn in panels below the loss
 };
-// Draws train_log.csv's loss against step (log scale, moving average) into a PNG.
-LossPlot plot_training_log(const std::string& csv_path, const std::string& png_path);
+// Draws train_log.csv's loss against step (log scale, moving average) with labelled axes, and
+// its evaluation columns (if any) below, into a PNG or JPEG (by `image_path`'s extension).
+LossPlot plot_training_log(const std::string& csv_path, const std::string& image_path);
 
 // Number of steps stored in a training-state checkpoint (for --resume messages and tests).
 int64_t checkpoint_step(const std::string& output_dir);

@@ -46,10 +46,11 @@ class UNet2DModelImpl : public torch::nn::Module {
   // Stores the convolution weights NHWC; forward then runs NHWC end to end (same numbers to
   // float rounding).
   void to_channels_last();
-  // Lets gradient-free CPU inference keep the weights of convolutions that dwarf their input in
-  // oneDNN's blocked layout (see models::Conv2dImpl); state_dict() still returns plain weights,
-  // and training or to_channels_last() restores them first. Bit-for-bit the same weights; outputs
-  // differ by float rounding.
+  // Lets gradient-free CPU inference move convolution weights into oneDNN's blocked layout (see
+  // models::Conv2dImpl), without a second copy. state_dict() still returns every weight, plain;
+  // parameters() leaves packed weights out until unpack_weights() (training, to(), to_channels_last()
+  // and load_state_dict() unpack first). Bit-for-bit the same weights; outputs differ by float
+  // rounding. The pipeline turns this on for CPU models.
   void allow_weight_prepacking(bool allow);
   void unpack_weights();
   bool is_class_conditional() const { return class_embedding_ != nullptr; }

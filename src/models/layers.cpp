@@ -59,49 +59,91 @@ bool Conv2dImpl::should_prepack(const at::Tensor& x) const {
 }
 
 at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
-  if (packed_ && at::GradMode::is_enabled()) unpack();
 #if CM_ONEDNN_DIRECT
-  // Several threads may run one model (a server): the first gradient-free call packs, under a
-  // lock, and the others wait for it instead of packing the zeros it leaves in `weight`.
+  // A forward with gradients is training: it needs the weight as a parameter.
+  if (at::GradMode::is_enabled()) {
+    unpack();
+    return at::conv2d(x, weight, bias, stride_, padding_);
+  }
   auto packed = std::atomic_load(&packed_);
-  if (!packed && should_prepack(x)) {
+  if (!packed && allow_prepack_ && !cannot_pack_) return pack_and_run(x);
+  if (packed) {
+    const auto input = packed->accepts(x) ? x : x.contiguous();
+    if (packed->accepts(input)) return packed->forward(input, bias);
+    // Another dtype, say: LibTorch's convolution, on the values the packed copy holds.
+    return at::conv2d(x, packed->dense(dense_format_), bias, stride_, padding_);
+  }
+#endif
+  return at::conv2d(x, weight, bias, stride_, padding_);
+}
+
+at::Tensor Conv2dImpl::pack_and_run(const at::Tensor& x) {
+#if CM_ONEDNN_DIRECT
+  // Several threads may run one model (a server): the first gradient-free call packs, under the
+  // lock, while the others wait instead of reading the weight it is moving.
+  {
     std::lock_guard<std::mutex> lock(*pack_mutex_);
-    packed = packed_;
-    if (!packed) {
+    if (!packed_ && should_prepack(x)) {
       dense_format_ = weight.is_contiguous(at::MemoryFormat::ChannelsLast)
                           ? at::MemoryFormat::ChannelsLast
                           : at::MemoryFormat::Contiguous;
+      std::shared_ptr<kernels::PackedConv2d> packed;
       try {
         packed = std::make_shared<kernels::PackedConv2d>(weight, stride_, padding_, x, bias);
       } catch (const std::exception&) {
         // oneDNN has no kernel for this case on this CPU (bfloat16 without AVX-512, say):
         // LibTorch's convolution handles it, as it does without packing.
         cannot_pack_ = true;
-        return at::conv2d(x, weight, bias, stride_, padding_);
       }
-      std::atomic_store(&packed_, packed);
-      weight.set_data(at::zeros({1}, weight.options()).expand(weight.sizes()));
-      // Without this, packing a 1.1 GB model raised its peak resident memory by ~450 MB.
-      return_freed_heap_pages();
+      if (packed) {
+        torch::NoGradGuard no_grad;
+        weight.set_data(at::empty({0}, weight.options()));  // the handle stays, for unpack()
+        parameters_["weight"] = at::Tensor();
+        std::atomic_store(&packed_, packed);
+        // Without this, packing a 1.1 GB model raised its peak resident memory by ~450 MB.
+        return_freed_heap_pages();
+      }
     }
+    // Not packed (this input cannot be, or oneDNN declined): run here, where no other thread
+    // can move the weight away meanwhile.
+    if (!packed_) return at::conv2d(x, weight, bias, stride_, padding_);
   }
-  if (packed) return packed->forward(packed->accepts(x) ? x : x.contiguous(), bias);
-#endif
+  return forward(x);
+#else
   return at::conv2d(x, weight, bias, stride_, padding_);
+#endif
 }
 
 at::Tensor Conv2dImpl::dense_weight() const {
 #if CM_ONEDNN_DIRECT
-  if (packed_) return packed_->dense(dense_format_);
+  if (auto packed = std::atomic_load(&packed_)) return packed->dense(dense_format_);
 #endif
   return weight;
 }
 
 void Conv2dImpl::unpack() {
+  if (!is_prepacked()) return;
+  std::lock_guard<std::mutex> lock(*pack_mutex_);
   if (!packed_) return;
   torch::NoGradGuard no_grad;
   weight.set_data(dense_weight());
-  packed_.reset();
+  parameters_["weight"] = weight;
+  std::atomic_store(&packed_, std::shared_ptr<kernels::PackedConv2d>());
+}
+
+void Conv2dImpl::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {
+  unpack();
+  Module::to(device, dtype, non_blocking);
+}
+
+void Conv2dImpl::to(torch::Dtype dtype, bool non_blocking) {
+  unpack();
+  Module::to(dtype, non_blocking);
+}
+
+void Conv2dImpl::to(torch::Device device, bool non_blocking) {
+  unpack();
+  Module::to(device, non_blocking);
 }
 
 LinearImpl::LinearImpl(int64_t in_features, int64_t out_features) {

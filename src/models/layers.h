@@ -43,19 +43,27 @@ class Conv2dImpl : public torch::nn::Module {
 
   // Inference on the CPU: through LibTorch an NHWC convolution reorders its plain weight into
   // oneDNN's layout on every call, or with a prepacked weight detours through NCHW. When allowed,
-  // the first gradient-free float32/bfloat16 call replaces the weight by a kernels::PackedConv2d
+  // the first gradient-free float32/bfloat16 call moves the weight into a kernels::PackedConv2d
   // (oneDNN called directly, the weight reordered once, activations left in their layout; same
-  // numbers). `weight` then keeps its shape but no storage (stride 0), dense_weight() gives the
-  // values back, and a forward with gradients restores the plain weight first.
+  // numbers). Moves, not copies: a second copy would double a model's memory. While packed,
+  // the weight is not a parameter (parameters() and named_parameters() leave it out, as they do
+  // an absent bias) and `weight` is an empty tensor, so nothing reads stale or zeroed values by
+  // mistake; dense_weight() gives the values back, and unpack() — which a forward with
+  // gradients, to() and the UNet's load_state_dict call — restores the same parameter tensor.
   void allow_prepack(bool allow) { allow_prepack_ = allow; }
-  bool is_prepacked() const { return packed_ != nullptr; }
+  bool is_prepacked() const { return std::atomic_load(&packed_) != nullptr; }
   at::Tensor dense_weight() const;
   void unpack();
+
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Device device, bool non_blocking = false) override;
 
   at::Tensor weight, bias;
 
  private:
   bool should_prepack(const at::Tensor& x) const;
+  at::Tensor pack_and_run(const at::Tensor& x);
 
   int64_t stride_, padding_;
   bool allow_prepack_ = false;

@@ -4,6 +4,7 @@
 #include <torch/optim/adam.h>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 
 #include "cm/error.h"
 #include "cm/eval.h"
@@ -28,6 +29,11 @@ ClassifierTrainResult train_classifier(const ClassifierTrainOptions& o) {
   if (o.batch_size < 1)
     throw Error("--batch-size: must be at least 1, got " + std::to_string(o.batch_size));
   if (o.epochs < 1) throw Error("--epochs: must be at least 1, got " + std::to_string(o.epochs));
+  // Checked before minutes of training, not after: the default once was the shipped classifier.
+  if (!o.overwrite && std::filesystem::exists(std::filesystem::path(o.output) / "model.safetensors"))
+    throw Error("-o " + o.output +
+                ": holds a classifier (model.safetensors); --overwrite replaces it, or choose "
+                "another folder");
   const auto start = std::chrono::steady_clock::now();
   const Dataset train = load_dataset(o.data);
   const Dataset test = load_fashion_mnist(kFashionMnistDir, "test");
@@ -80,64 +86,99 @@ ClassifierTrainResult train_classifier(const ClassifierTrainOptions& o) {
   return r;
 }
 
+struct Evaluator::Impl {
+  Classifier classifier{nullptr};
+  at::Tensor test_features;
+  double test_accuracy = 0;
+};
+
+Evaluator::Evaluator(const std::string& classifier, int64_t real_limit)
+    : impl_(std::make_unique<Impl>()) {
+  if (real_limit < 0)
+    throw Error("--real-limit: must be 0 (all) or more, got " + std::to_string(real_limit));
+  impl_->classifier = load_classifier(classifier);
+  const Dataset test = load_fashion_mnist(kFashionMnistDir, "test", real_limit);
+  impl_->test_features = classify_all(impl_->classifier, test.images, true);
+  impl_->test_accuracy = accuracy(impl_->classifier, test.images, test.labels);
+}
+
+Evaluator::~Evaluator() = default;
+
+double Evaluator::classifier_test_accuracy() const { return impl_->test_accuracy; }
+
+std::vector<EvalRow> Evaluator::evaluate(ConsistencyModelPipeline& pipe, int64_t samples_per_class,
+                                         const std::vector<int>& steps, uint64_t seed,
+                                         const LogCallback& log) {
+  if (samples_per_class < 1)
+    throw Error("--per-class: must be at least 1, got " + std::to_string(samples_per_class));
+  const auto& cfg = pipe.unet()->config();
+  if (cfg.in_channels != 1 || cfg.sample_size != 28)
+    throw Error("evaluation needs a 1×28×28 model (Fashion-MNIST), this one is " +
+                std::to_string(cfg.in_channels) + "×" + std::to_string(cfg.sample_size) + "²");
+  const int classes = cfg.num_class_embeds ? 10 : 0;
+  std::vector<EvalRow> rows;
+  for (int n_steps : steps) {
+    std::vector<at::Tensor> images;
+    std::vector<int64_t> wanted;
+    const int64_t total = samples_per_class * std::max(classes, 1);
+    for (int64_t done = 0; done < total; done += 100) {
+      GenerateOptions g;
+      g.batch_size = static_cast<int>(std::min<int64_t>(100, total - done));
+      g.num_inference_steps = n_steps;
+      g.seed = seed + static_cast<uint64_t>(done);
+      for (int64_t i = 0; i < g.batch_size && classes > 0; ++i)
+        g.class_labels.push_back((done + i) / samples_per_class);
+      const auto r = pipe(g);
+      images.push_back(r.images.permute({0, 3, 1, 2}) * 2 - 1);
+      wanted.insert(wanted.end(), g.class_labels.begin(), g.class_labels.end());
+    }
+    const auto all = at::cat(images).contiguous();
+    EvalRow row;
+    row.what = std::to_string(n_steps) + (n_steps == 1 ? " step" : " steps");
+    row.frechet = frechet_distance(classify_all(impl_->classifier, all, true), impl_->test_features);
+    if (classes > 0) row.accuracy = accuracy(impl_->classifier, all, at::tensor(wanted));
+    row.images = all.size(0);
+    rows.push_back(row);
+    if (log) {
+      char line[160];
+      std::snprintf(line, sizeof line, "%s: Fréchet %.3f  accuracy %.4f", row.what.c_str(),
+                    row.frechet, row.accuracy);
+      log(line);
+    }
+  }
+  return rows;
+}
+
+EvalRow Evaluator::test_against_itself() const {
+  return {"test vs test", frechet_distance(impl_->test_features, impl_->test_features),
+          impl_->test_accuracy, impl_->test_features.size(0)};
+}
+
+EvalRow Evaluator::real_data_floor(int64_t train_images) {
+  const Dataset train = load_fashion_mnist(kFashionMnistDir, "train", train_images);
+  const auto features = classify_all(impl_->classifier, train.images, true);
+  return {"train vs test (real-data floor)", frechet_distance(features, impl_->test_features),
+          accuracy(impl_->classifier, train.images, train.labels),
+          static_cast<int64_t>(train.size())};
+}
+
 EvalResult evaluate(const EvalOptions& o) {
   if (o.samples_per_class < 1)
     throw Error("--per-class: must be at least 1, got " + std::to_string(o.samples_per_class));
-  if (o.real_limit < 0)
-    throw Error("--real-limit: must be 0 (all) or more, got " + std::to_string(o.real_limit));
-  Classifier classifier = load_classifier(o.classifier);
-  const Dataset test = load_fashion_mnist(kFashionMnistDir, "test", o.real_limit);
-  const Dataset train =
-      load_fashion_mnist(kFashionMnistDir, "train", o.real_limit > 0 ? o.real_limit : 10000);
-  const auto test_features = classify_all(classifier, test.images, true);
+  Evaluator evaluator(o.classifier, o.real_limit);
   EvalResult result;
-  result.classifier_test_accuracy = accuracy(classifier, test.images, test.labels);
-
+  result.classifier_test_accuracy = evaluator.classifier_test_accuracy();
   if (o.model.empty()) {
-    result.rows.push_back({"test vs test", frechet_distance(test_features, test_features),
-                           result.classifier_test_accuracy, static_cast<int64_t>(test.size())});
+    result.rows.push_back(evaluator.test_against_itself());
   } else {
     auto pipe = ConsistencyModelPipeline::from_pretrained(o.model);
-    const auto& cfg = pipe.unet()->config();
-    if (cfg.in_channels != 1 || cfg.sample_size != 28)
-      throw Error(o.model + ": cm eval needs a 1×28×28 model (Fashion-MNIST), this one is " +
-                  std::to_string(cfg.in_channels) + "×" + std::to_string(cfg.sample_size) + "²");
-    const int classes = cfg.num_class_embeds ? 10 : 0;
-    for (int steps : o.steps) {
-      std::vector<at::Tensor> images;
-      std::vector<int64_t> wanted;
-      const int64_t total = o.samples_per_class * std::max(classes, 1);
-      for (int64_t done = 0; done < total; done += 100) {
-        GenerateOptions g;
-        g.batch_size = static_cast<int>(std::min<int64_t>(100, total - done));
-        g.num_inference_steps = steps;
-        g.seed = o.seed + static_cast<uint64_t>(done);
-        for (int64_t i = 0; i < g.batch_size && classes > 0; ++i)
-          g.class_labels.push_back((done + i) / o.samples_per_class);
-        const auto r = pipe(g);
-        images.push_back(r.images.permute({0, 3, 1, 2}) * 2 - 1);
-        wanted.insert(wanted.end(), g.class_labels.begin(), g.class_labels.end());
-      }
-      const auto all = at::cat(images).contiguous();
-      EvalRow row;
-      row.what = std::to_string(steps) + (steps == 1 ? " step" : " steps");
-      row.frechet = frechet_distance(classify_all(classifier, all, true), test_features);
-      if (classes > 0) row.accuracy = accuracy(classifier, all, at::tensor(wanted));
-      row.images = all.size(0);
-      result.rows.push_back(row);
-      if (o.log) {
-        char line[160];
-        std::snprintf(line, sizeof line, "%s: Fréchet %.3f  accuracy %.4f", row.what.c_str(),
-                      row.frechet, row.accuracy);
-        o.log(line);
-      }
+    try {
+      result.rows = evaluator.evaluate(pipe, o.samples_per_class, o.steps, o.seed, o.log);
+    } catch (const Error& e) {
+      throw Error(o.model + ": " + e.what());
     }
   }
-  const auto train_features = classify_all(classifier, train.images, true);
-  result.rows.push_back(
-      {"train vs test (real-data floor)", frechet_distance(train_features, test_features),
-       accuracy(classifier, train.images, train.labels), static_cast<int64_t>(train.size())});
+  result.rows.push_back(evaluator.real_data_floor(o.real_limit > 0 ? o.real_limit : 10000));
   return result;
 }
-
 }  // namespace cm

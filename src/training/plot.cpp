@@ -1,102 +1,295 @@
-// cm plot-log: the loss curve of a training log as a PNG, no plotting library needed. Light grid,
-// the raw loss in grey and a moving average in blue; the axes' ranges are printed by the caller.
+// cm plot-log: a training log drawn as a PNG or JPEG, no plotting library needed. The loss
+// against step (log scale: light grid, the raw loss in grey, a moving average in blue) and, where
+// the run evaluated itself (cm train --eval-every), the one- and two-step Fréchet distance and
+// class accuracy against step in panels below, on the same step axis.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
+#include <limits>
+#include <map>
 #include <sstream>
 
 #include "cm/error.h"
 #include "cm/image_io.h"
 #include "cm/training.h"
+#include "training/bitmap_font.h"
 
 namespace cm {
 
+using training::Canvas;
+
 namespace {
 
-struct Canvas {
-  int w, h;
-  std::vector<uint8_t> px;
-  Canvas(int w_, int h_) : w(w_), h(h_), px(static_cast<size_t>(w_) * h_ * 3, 255) {}
-  void set(int x, int y, const uint8_t c[3]) {
-    if (x < 0 || y < 0 || x >= w || y >= h) return;
-    std::copy(c, c + 3, &px[(static_cast<size_t>(y) * w + x) * 3]);
-  }
-  void line(double x0, double y0, double x1, double y1, const uint8_t c[3]) {
-    const int n = static_cast<int>(std::max(std::abs(x1 - x0), std::abs(y1 - y0))) + 1;
-    for (int i = 0; i <= n; ++i) {
-      const double t = static_cast<double>(i) / n;
-      set(static_cast<int>(std::lround(x0 + t * (x1 - x0))),
-          static_cast<int>(std::lround(y0 + t * (y1 - y0))), c);
-    }
-  }
+constexpr uint8_t kGrid[3] = {225, 225, 225}, kAxis[3] = {0, 0, 0}, kRaw[3] = {170, 170, 170},
+                  kBlue[3] = {31, 94, 200}, kOrange[3] = {220, 110, 20};
+constexpr int kWidth = 800, kLeft = 80, kRight = 20;
+const double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+struct Series {
+  std::vector<double> steps, values;
 };
 
-}  // namespace
+struct Log {
+  Series loss;
+  std::map<std::string, Series> eval;  // column name -> its non-empty cells
+};
 
-LossPlot plot_training_log(const std::string& csv_path, const std::string& png_path) {
+std::vector<std::string> split_csv(const std::string& line) {
+  std::vector<std::string> out;
+  std::string cell;
+  std::istringstream ss(line);
+  while (std::getline(ss, cell, ',')) out.push_back(cell);
+  if (!line.empty() && line.back() == ',') out.emplace_back();
+  return out;
+}
+
+Log read_log(const std::string& csv_path) {
   std::ifstream in(csv_path);
   if (!in) throw Error(csv_path + ": cannot open the training log");
   std::string line;
-  std::getline(in, line);  // header
-  std::vector<double> steps, losses;
+  std::getline(in, line);
+  const auto header = split_csv(line);
+  auto column = [&](const std::string& name) {
+    const auto it = std::find(header.begin(), header.end(), name);
+    return it == header.end() ? -1 : static_cast<int>(it - header.begin());
+  };
+  const int step_col = column("step"), loss_col = column("loss");
+  if (step_col < 0 || loss_col < 0)
+    throw Error(csv_path + ": no step and loss columns in the header '" + line +
+                "' (a train_log.csv of cm train?)");
+  const char* eval_names[] = {"frechet_1step", "accuracy_1step", "frechet_2steps",
+                              "accuracy_2steps"};
+  Log log;
   while (std::getline(in, line)) {
-    std::istringstream ss(line);
-    std::string step, loss;
-    if (!std::getline(ss, step, ',') || !std::getline(ss, loss, ',')) continue;
-    try {
-      steps.push_back(std::stod(step));
-      losses.push_back(std::stod(loss));
-    } catch (const std::exception&) {
+    if (line.empty()) continue;
+    const auto cells = split_csv(line);
+    auto number = [&](int col) {
+      if (col < 0 || col >= static_cast<int>(cells.size()) || cells[col].empty()) return kNaN;
+      size_t used = 0;
+      double v = kNaN;
+      try {
+        v = std::stod(cells[col], &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != cells[col].size()) throw Error(csv_path + ": malformed line '" + line + "'");
+      return v;
+    };
+    const double step = number(step_col), loss = number(loss_col);
+    if (std::isnan(step) || std::isnan(loss))
       throw Error(csv_path + ": malformed line '" + line + "'");
+    log.loss.steps.push_back(step);
+    log.loss.values.push_back(loss);
+    for (const char* name : eval_names) {
+      const double v = number(column(name));
+      if (std::isfinite(v)) {
+        log.eval[name].steps.push_back(step);
+        log.eval[name].values.push_back(v);
+      }
     }
   }
-  if (steps.size() < 2) throw Error(csv_path + ": fewer than two logged steps to plot");
-  LossPlot p;
-  p.first_step = steps.front();
-  p.last_step = steps.back();
-  // A log scale: consistency losses fall by orders of magnitude and jump when N(k) doubles.
-  p.min_loss = *std::min_element(losses.begin(), losses.end());
-  p.max_loss = *std::max_element(losses.begin(), losses.end());
-  const double lo = std::log10(std::max(p.min_loss, 1e-12));
-  const double hi = std::log10(std::max(p.max_loss, 1e-12)) + 1e-9;
-  const int W = 800, H = 400, M = 30;
-  Canvas c(W, H);
-  const uint8_t grid[3] = {225, 225, 225}, axis[3] = {0, 0, 0}, raw[3] = {170, 170, 170},
-                avg[3] = {31, 94, 200};
-  auto X = [&](double s) { return M + (s - p.first_step) / (p.last_step - p.first_step) * (W - 2 * M); };
-  auto Y = [&](double l) {
-    return H - M - (std::log10(std::max(l, 1e-12)) - lo) / (hi - lo) * (H - 2 * M);
-  };
-  for (int d = static_cast<int>(std::floor(lo)); d <= static_cast<int>(std::ceil(hi)); ++d) {
-    if (d >= lo && d <= hi) c.line(M, Y(std::pow(10, d)), W - M, Y(std::pow(10, d)), grid);
+  if (log.loss.steps.size() < 2) throw Error(csv_path + ": fewer than two logged steps to plot");
+  return log;
+}
+
+// Round tick positions: steps of 1, 2 or 5 times a power of ten, about `want` of them.
+std::vector<double> nice_ticks(double lo, double hi, int want) {
+  if (!(hi > lo)) return {lo};
+  const double raw = (hi - lo) / want;
+  const double mag = std::pow(10, std::floor(std::log10(raw)));
+  double step = mag;
+  for (double m : {1.0, 2.0, 5.0, 10.0}) {
+    step = m * mag;
+    if (step >= raw) break;
   }
-  c.line(M, H - M, W - M, H - M, axis);
-  c.line(M, M, M, H - M, axis);
-  for (size_t i = 1; i < steps.size(); ++i)
-    c.line(X(steps[i - 1]), Y(losses[i - 1]), X(steps[i]), Y(losses[i]), raw);
-  const size_t window = std::max<size_t>(1, steps.size() / 50);
-  double prev_x = 0, prev_y = 0;
-  for (size_t i = 0; i < steps.size(); ++i) {
+  std::vector<double> out;
+  for (double v = std::ceil(lo / step) * step; v <= hi + step * 1e-9; v += step)
+    out.push_back(std::abs(v) < step * 1e-9 ? 0 : v);
+  return out;
+}
+
+std::string label(double v) {
+  char buf[32];
+  if (v != 0 && (std::abs(v) >= 1e5 || std::abs(v) < 1e-3))
+    std::snprintf(buf, sizeof buf, "%.0e", v);
+  else
+    std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+// One panel: a frame, horizontal grid lines with their labels, the step axis's ticks, a title.
+class Panel {
+ public:
+  Panel(Canvas& c, int top, int height, double x0, double x1, double y0, double y1, bool log_y)
+      : c_(c), top_(top), height_(height), x0_(x0), x1_(x1), log_y_(log_y) {
+    y0_ = log_y ? std::log10(std::max(y0, 1e-12)) : y0;
+    y1_ = log_y ? std::log10(std::max(y1, 1e-12)) : y1;
+    if (!(y1_ > y0_)) {  // a flat series: give it some room
+      const double pad = std::max(std::abs(y0_) * 0.1, 1e-6);
+      y0_ -= pad;
+      y1_ += pad;
+    }
+  }
+  double x(double step) const {
+    return kLeft + (step - x0_) / (x1_ - x0_) * (kWidth - kLeft - kRight);
+  }
+  double y(double v) const {
+    const double t = log_y_ ? std::log10(std::max(v, 1e-12)) : v;
+    return top_ + height_ - (t - y0_) / (y1_ - y0_) * height_;
+  }
+  void frame(const std::string& title) {
+    if (log_y_) {
+      // Powers of ten; within less than a decade or two, their 2× and 5× (or every digit) too.
+      for (const auto& mantissas : std::vector<std::vector<int>>{{1}, {1, 2, 5}, {1, 2, 3, 4, 5, 6, 7, 8, 9}}) {
+        std::vector<double> ticks;
+        for (int d = static_cast<int>(std::floor(y0_)); d <= static_cast<int>(std::ceil(y1_)); ++d)
+          for (int m : mantissas) {
+            const double v = m * std::pow(10, d), t = std::log10(v);
+            if (t >= y0_ - 1e-9 && t <= y1_ + 1e-9) ticks.push_back(v);
+          }
+        if (ticks.size() >= 3 || mantissas.size() == 9) {
+          for (double v : ticks) y_tick(v, label(v));
+          break;
+        }
+      }
+    } else {
+      for (double v : nice_ticks(y0_, y1_, 5)) y_tick(v, label(v));
+    }
+    for (double s : nice_ticks(x0_, x1_, 8)) {
+      c_.line(x(s), top_ + height_, x(s), top_ + height_ + 4, kAxis);
+      const std::string text = label(s);
+      c_.text(static_cast<int>(x(s)) - Canvas::text_width(text) / 2, top_ + height_ + 7, text,
+              kAxis);
+    }
+    c_.line(kLeft, top_ + height_, kWidth - kRight, top_ + height_, kAxis);
+    c_.line(kLeft, top_, kLeft, top_ + height_, kAxis);
+    c_.text(kLeft, top_ - 2 * Canvas::kGlyphHeight - 6, title, kAxis, 2);
+  }
+  void polyline(const Series& s, const uint8_t color[3], bool markers) {
+    for (size_t i = 0; i < s.steps.size(); ++i) {
+      const double px = x(s.steps[i]), py = y(s.values[i]);
+      if (i > 0) {
+        c_.line(x(s.steps[i - 1]), y(s.values[i - 1]), px, py, color);
+        c_.line(x(s.steps[i - 1]), y(s.values[i - 1]) + 1, px, py + 1, color);
+      }
+      if (markers)
+        for (int d = -2; d <= 2; ++d) c_.line(px - 2, py + d, px + 2, py + d, color);
+    }
+  }
+  void legend(int slot, const std::string& text, const uint8_t color[3]) {
+    const int lx = kWidth - kRight - 180 + slot * 90, ly = top_ - Canvas::kGlyphHeight - 6;
+    for (int d = 0; d < 3; ++d) c_.line(lx, ly + 2 + d, lx + 14, ly + 2 + d, color);
+    c_.text(lx + 18, ly, text, kAxis);
+  }
+
+ private:
+  void y_tick(double v, const std::string& text) {
+    if (y(v) < top_ - 1 || y(v) > top_ + height_ + 1) return;
+    c_.line(kLeft, y(v), kWidth - kRight, y(v), kGrid);
+    c_.line(kLeft - 4, y(v), kLeft, y(v), kAxis);
+    c_.text(kLeft - 7 - Canvas::text_width(text), static_cast<int>(y(v)) - 3, text, kAxis);
+  }
+
+  Canvas& c_;
+  int top_, height_;
+  double x0_, x1_, y0_, y1_;
+  bool log_y_;
+};
+
+std::pair<double, double> range_of(std::initializer_list<const Series*> series) {
+  double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+  for (const auto* s : series) {
+    if (!s) continue;
+    for (double v : s->values) {
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+  }
+  return {lo, hi};
+}
+
+void write_image(const std::string& path, const Canvas& c, const std::string& description) {
+  ImageU8 img;
+  img.width = c.width;
+  img.height = c.height;
+  img.channels = 3;
+  img.pixels = c.pixels;
+  const auto dot = path.rfind('.');
+  std::string ext = dot == std::string::npos ? "" : path.substr(dot);
+  std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+  if (ext == ".png")
+    write_png(path, img, {{"Description", description}});
+  else
+    write_jpeg(path, img);
+}
+
+}  // namespace
+
+LossPlot plot_training_log(const std::string& csv_path, const std::string& image_path) {
+  {
+    const auto dot = image_path.rfind('.');
+    std::string ext = dot == std::string::npos ? "" : image_path.substr(dot);
+    std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+    if (ext != ".png" && ext != ".jpg" && ext != ".jpeg")
+      throw Error("-o " + image_path + ": plot-log writes .png or .jpg (.jpeg) images");
+  }
+  const Log log = read_log(csv_path);
+  LossPlot p;
+  p.first_step = log.loss.steps.front();
+  p.last_step = log.loss.steps.back();
+  p.min_loss = *std::min_element(log.loss.values.begin(), log.loss.values.end());
+  p.max_loss = *std::max_element(log.loss.values.begin(), log.loss.values.end());
+  auto eval = [&](const char* name) -> const Series* {
+    const auto it = log.eval.find(name);
+    return it == log.eval.end() ? nullptr : &it->second;
+  };
+  const Series *f1 = eval("frechet_1step"), *f2 = eval("frechet_2steps");
+  const Series *a1 = eval("accuracy_1step"), *a2 = eval("accuracy_2steps");
+  p.evaluations = static_cast<int64_t>(std::max(f1 ? f1->steps.size() : 0, f2 ? f2->steps.size() : 0));
+
+  const int loss_h = 300, eval_h = 200, gap = 70, top = 40;
+  const bool frechet = f1 || f2, accuracy = a1 || a2;
+  const int height = top + loss_h + (frechet ? gap + eval_h : 0) + (accuracy ? gap + eval_h : 0) + 30;
+  Canvas c(kWidth, height);
+  const double x0 = p.first_step, x1 = p.last_step > p.first_step ? p.last_step : p.first_step + 1;
+
+  // A log scale: consistency losses fall by orders of magnitude and jump when N(k) doubles.
+  Panel loss(c, top, loss_h, x0, x1, p.min_loss, p.max_loss, /*log_y=*/true);
+  loss.frame("loss (log scale) against step");
+  loss.polyline(log.loss, kRaw, false);
+  Series average;
+  const size_t window = std::max<size_t>(1, log.loss.steps.size() / 50);
+  for (size_t i = 0; i < log.loss.steps.size(); ++i) {
     const size_t from = i >= window ? i - window + 1 : 0;
     double sum = 0;
-    for (size_t j = from; j <= i; ++j) sum += losses[j];
-    const double x = X(steps[i]), y = Y(sum / (i - from + 1));
-    if (i > 0) {
-      c.line(prev_x, prev_y, x, y, avg);
-      c.line(prev_x, prev_y + 1, x, y + 1, avg);
-    }
-    prev_x = x;
-    prev_y = y;
+    for (size_t j = from; j <= i; ++j) sum += log.loss.values[j];
+    average.steps.push_back(log.loss.steps[i]);
+    average.values.push_back(sum / static_cast<double>(i - from + 1));
   }
-  ImageU8 img;
-  img.width = W;
-  img.height = H;
-  img.channels = 3;
-  img.pixels = std::move(c.px);
+  loss.polyline(average, kBlue, false);
+  loss.legend(0, "raw", kRaw);
+  loss.legend(1, "average", kBlue);
+
+  int next = top + loss_h + gap;
+  auto eval_panel = [&](const Series* one, const Series* two, const std::string& title) {
+    const auto [lo, hi] = range_of({one, two});
+    Panel panel(c, next, eval_h, x0, x1, lo, hi, false);
+    panel.frame(title);
+    if (one) panel.polyline(*one, kBlue, true);
+    if (two) panel.polyline(*two, kOrange, true);
+    panel.legend(0, "1 step", kBlue);
+    panel.legend(1, "2 steps", kOrange);
+    next += eval_h + gap;
+  };
+  if (frechet) eval_panel(f1, f2, "Frechet distance (lower is better)");
+  if (accuracy) eval_panel(a1, a2, "class accuracy");
+
   std::ostringstream text;
   text << "loss (log scale, " << p.min_loss << " to " << p.max_loss << ") against step ("
        << p.first_step << " to " << p.last_step << ") of " << csv_path;
-  write_png(png_path, img, {{"Description", text.str()}});
+  if (p.evaluations > 0) text << "; " << p.evaluations << " evaluations";
+  write_image(image_path, c, text.str());
   return p;
 }
 

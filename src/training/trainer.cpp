@@ -15,6 +15,7 @@
 
 #include "cm/denoiser.h"
 #include "cm/error.h"
+#include "cm/eval.h"
 #include "cm/output.h"
 #include "cm/pipeline.h"
 #include "cm/safetensors.h"
@@ -113,6 +114,8 @@ void check_ranges(const TrainOptions& o) {
   at_least(o.ct_s1, o.ct_s0, "--ct-s1 (at least --ct-s0)");
   at_least(o.cd_scales, 2, "--cd-scales");
   at_least(o.stop_after, 0, "--stop-after");
+  at_least(o.eval_every, 0, "--eval-every");
+  at_least(o.eval_per_class, 1, "--eval-per-class");
   auto unit = [](double v, const char* flag, bool closed) {
     if (!(v >= 0 && (closed ? v <= 1 : v < 1)))
       throw Error(std::string(flag) + ": must be in [0, 1" + (closed ? "]" : ")") + ", got " +
@@ -136,6 +139,10 @@ class Trainer {
     if (o.total_steps < 1) throw Error("--steps: must be at least 1");
     if (o.batch_size < 1) throw Error("--batch-size: must be at least 1");
     check_ranges(o);
+    if (o.eval_every > 0 && (o.unet.in_channels != 1 || o.unet.sample_size != 28))
+      throw Error("--eval-every: evaluation needs a 1×28×28 model (Fashion-MNIST), this one is " +
+                  std::to_string(o.unet.in_channels) + "×" + std::to_string(o.unet.sample_size) +
+                  "²");
     // A run folder is never overwritten silently: its log and checkpoint are hours of work. Rank 0
     // alone writes them, so it alone checks (other ranks may look after it has begun writing).
     if (!o.resume && o.distributed.rank == 0) {
@@ -169,6 +176,11 @@ class Trainer {
 
     device_ = training_device(o.device, o.distributed);
     group_ = std::make_unique<ProcessGroup>(o.distributed, device_);
+    // Loaded before the first step, so a missing classifier fails now, not an hour in.
+    if (o.eval_every > 0 && group_->is_main()) {
+      if (o.eval_classifier.empty()) throw Error("--eval-every: needs a classifier (--classifier)");
+      evaluator_ = std::make_unique<Evaluator>(o.eval_classifier);
+    }
     if (!data_.skipped.empty() && group_->is_main() && o.log) {
       for (size_t i = 0; i < data_.skipped.size() && i < 5; ++i)
         o.log("warning: " + data_.skipped[i] + " (skipped)");
@@ -216,7 +228,9 @@ class Trainer {
       const bool new_log = !fs::exists(log_path) || !o_.resume;
       log.open(log_path, new_log ? std::ios::trunc : std::ios::app);
       if (!log) throw Error(log_path.string() + ": cannot write the training log");
-      if (new_log) log << "step,loss,num_scales,target_ema,lr,images_per_second\n";
+      if (new_log)
+        log << "step,loss,num_scales,target_ema,lr,images_per_second,frechet_1step,"
+               "accuracy_1step,frechet_2steps,accuracy_2steps\n";
     }
 
     TrainProgress p;
@@ -251,7 +265,9 @@ class Trainer {
       images_since += o_.batch_size * group_->world_size();
       ++s_.step;
       p.step = s_.step;
-      const bool log_now = s_.step % o_.log_every == 0 || s_.step == o_.total_steps;
+      const bool eval_now = o_.eval_every > 0 &&
+                            (s_.step % o_.eval_every == 0 || s_.step == o_.total_steps);
+      const bool log_now = s_.step % o_.log_every == 0 || s_.step == o_.total_steps || eval_now;
       if (log_now) {
         const auto now = std::chrono::steady_clock::now();
         p.images_per_second = images_since / std::chrono::duration<double>(now - t0).count();
@@ -266,11 +282,16 @@ class Trainer {
       std::exception_ptr error;
       if (main) {
         try {
+          if (eval_now) evaluate_ema(p);
           if (log_now) {
             log << p.step << "," << p.loss << "," << p.num_scales << "," << p.target_ema << ","
-                << current_lr() << "," << p.images_per_second << "\n";
+                << current_lr() << "," << p.images_per_second;
+            for (double v : {p.frechet_1step, p.accuracy_1step, p.frechet_2steps, p.accuracy_2steps})
+              if (std::isnan(v)) log << ","; else log << "," << v;
+            log << "\n";
             log.flush();
             if (on_log) on_log(p);
+            p.frechet_1step = p.accuracy_1step = p.frechet_2steps = p.accuracy_2steps = std::nan("");
           }
           if (o_.sample_every > 0 && s_.step % o_.sample_every == 0) write_samples();
           if (o_.checkpoint_every > 0 && s_.step % o_.checkpoint_every == 0) checkpoint(p);
@@ -450,12 +471,28 @@ class Trainer {
     save_checkpoint(o_.output_dir, o_, s_, final_num_scales(), data_.class_names);
   }
 
-  void write_samples() {
-    if (o_.method == "edm") return;
+  // The EMA weights as the pipeline a user would sample: the final N(k)'s training grid.
+  ConsistencyModelPipeline ema_pipeline() {
     SchedulerConfig sc = o_.scheduler;
     sc.num_train_timesteps = static_cast<int>(final_num_scales());
-    UNet2DModel ema = clone_unet(s_.ema);
-    ConsistencyModelPipeline pipe(ema, CMStochasticIterativeScheduler(sc));
+    return ConsistencyModelPipeline(clone_unet(s_.ema), CMStochasticIterativeScheduler(sc));
+  }
+
+  void evaluate_ema(TrainProgress& p) {
+    if (!evaluator_ || o_.method == "edm") return;
+    auto pipe = ema_pipeline();
+    const auto rows = evaluator_->evaluate(pipe, o_.eval_per_class, {1, 2}, /*seed=*/0);
+    p.frechet_1step = rows[0].frechet;
+    p.frechet_2steps = rows[1].frechet;
+    if (conditional_) {  // an unconditional model has no class to check
+      p.accuracy_1step = rows[0].accuracy;
+      p.accuracy_2steps = rows[1].accuracy;
+    }
+  }
+
+  void write_samples() {
+    if (o_.method == "edm") return;
+    auto pipe = ema_pipeline();
     GenerateOptions g;
     const int classes = conditional_ ? static_cast<int>(data_.class_names.size()) : 10;
     g.batch_size = classes;
@@ -477,6 +514,7 @@ class Trainer {
   bool conditional_ = false;
   TrainState s_;
   UNet2DModel teacher_{nullptr};
+  std::unique_ptr<Evaluator> evaluator_;  // rank 0, with --eval-every
   at::Device device_ = at::kCPU;
   std::unique_ptr<ProcessGroup> group_;
 };

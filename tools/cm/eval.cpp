@@ -14,7 +14,10 @@ Runner add_train_classifier(CLI::App& app) {
   auto o = std::make_shared<ClassifierTrainOptions>();
   auto threads = std::make_shared<int>(0);
   auto quiet = std::make_shared<bool>(false);
-  app.add_option("-o,--output", o->output, "folder for model.safetensors")->capture_default_str();
+  app.add_option("-o,--output", o->output, "folder for model.safetensors")
+      ->capture_default_str()
+      ->check(not_empty());
+  app.add_flag("--overwrite", o->overwrite, "replace a classifier already in the folder");
   app.add_option("--epochs", o->epochs)->capture_default_str()->check(at_least(1));
   app.add_option("-n,--batch-size", o->batch_size)->capture_default_str()->check(at_least(1));
   app.add_option("--lr", o->lr)->capture_default_str();

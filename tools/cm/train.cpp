@@ -2,8 +2,10 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 
 #include "cm/error.h"
@@ -80,6 +82,11 @@ int run_train(TrainArgs& a) {
   }
   const auto start = std::chrono::steady_clock::now();
   a.o.log = stderr_log(a.quiet);
+  if (a.o.eval_every > 0 && a.o.eval_classifier.empty()) {
+    const char* env = std::getenv("CM_CLASSIFIER");
+    a.o.eval_classifier =
+        env ? env : shipped_model("fmnist-classifier", "--classifier DIR or set CM_CLASSIFIER");
+  }
   SigintStops sigint;
   a.o.stop_requested = [] { return g_interrupted.load(); };
   const auto p = train(a.o, [&](const TrainProgress& p) {
@@ -93,6 +100,11 @@ int run_train(TrainArgs& a) {
         stderr, "step %lld/%lld  loss %.5f  N %lld  mu %.4f  %.1f img/s  %.0f s  left %.0f s\n",
         static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss,
         static_cast<long long>(p.num_scales), p.target_ema, p.images_per_second, elapsed, left);
+    if (!std::isnan(p.frechet_1step)) {
+      std::fprintf(stderr, "  eval: 1 step Fréchet %.3f accuracy %.4f, 2 steps Fréchet %.3f "
+                   "accuracy %.4f\n", p.frechet_1step, p.accuracy_1step, p.frechet_2steps,
+                   p.accuracy_2steps);
+    }
   });
   if (main) std::printf("%s/checkpoint\n", a.o.output_dir.c_str());
   // A planned stop (--stop-after, --max-minutes) is a success: exit 0 with how to go on. Ctrl-C
@@ -150,6 +162,17 @@ Runner add_train(CLI::App& app) {
   app.add_option("--sample-every", o.sample_every, "steps between sample grids (0: never)")
       ->capture_default_str();
   app.add_option("--log-every", o.log_every, "steps between log lines")->capture_default_str();
+  app.add_option("--eval-every", o.eval_every,
+                 "steps between evaluations of the EMA model (cm eval's one- and two-step Fréchet "
+                 "distance and accuracy, into train_log.csv; 0: never)")
+      ->capture_default_str()
+      ->check(at_least(0));
+  app.add_option("--eval-per-class", o.eval_per_class, "samples per class of each evaluation")
+      ->capture_default_str()
+      ->check(at_least(1));
+  app.add_option("--classifier", o.eval_classifier,
+                 "classifier folder for --eval-every (default: the shipped one; $CM_CLASSIFIER)")
+      ->check(not_empty());
   app.add_flag("--bf16", o.bf16, "bfloat16 autocast for the network");
   app.add_option("--device", o.device,
                  "cpu, or cuda: one GPU per process (LOCAL_RANK), NCCL between processes")
@@ -178,11 +201,15 @@ Runner add_plot_log(CLI::App& app) {
   auto csv = std::make_shared<std::string>();
   auto png = std::make_shared<std::string>("loss.png");
   app.add_option("log", *csv, "a train_log.csv written by cm train")->required();
-  app.add_option("-o,--output", *png, "PNG to write")->capture_default_str();
+  app.add_option("-o,--output", *png, "image to write: .png or .jpg")->capture_default_str();
   return [csv, png] {
     const auto p = plot_training_log(*csv, *png);
-    std::printf("%s: loss %.4g to %.4g (log scale) over steps %.0f to %.0f\n", png->c_str(),
+    std::printf("%s: loss %.4g to %.4g (log scale) over steps %.0f to %.0f", png->c_str(),
                 p.min_loss, p.max_loss, p.first_step, p.last_step);
+    if (p.evaluations > 0)
+      std::printf("; %lld evaluations (Fréchet distance, accuracy) below",
+                  static_cast<long long>(p.evaluations));
+    std::printf("\n");
     return 0;
   };
 }
