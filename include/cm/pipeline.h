@@ -61,6 +61,11 @@ std::vector<int64_t> resolve_class_labels(const UNetConfig& config, const Genera
 // Writes a diffusers pipeline folder (model_index.json, unet/, scheduler/) for `unet`.
 void save_pretrained(const std::string& dir, UNet2DModel& unet, const SchedulerConfig& scheduler);
 
+// Threads: once constructed, a pipeline may be called from several threads at once (a server
+// does): each call keeps its own scheduler state and random generator, and the CPU convolutions
+// pack their weights once, under a lock, on the first call (tests/test_pipeline.cpp runs threads
+// on one pipeline against the serial results). unet() and scheduler() hand out the shared
+// objects: change them (load_state_dict, to(), the scheduler's timesteps) only while no call runs.
 class ConsistencyModelPipeline {
  public:
   ConsistencyModelPipeline(UNet2DModel unet, CMStochasticIterativeScheduler scheduler);
