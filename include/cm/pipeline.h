@@ -58,6 +58,10 @@ struct GenerateResult {
 // a label is out of range or the count does not fit the batch.
 std::vector<int64_t> resolve_class_labels(const UNetConfig& config, const GenerateOptions& options);
 
+// The UNet folder of a model folder: `unet/` of a pipeline folder (model_index.json), or the folder
+// itself when it is a bare UNet folder (config.json); else cm::Error naming it.
+std::string unet_folder(const std::string& model_dir);
+
 // Writes a diffusers pipeline folder (model_index.json, unet/, scheduler/) for `unet`.
 void save_pretrained(const std::string& dir, UNet2DModel& unet, const SchedulerConfig& scheduler);
 

@@ -109,14 +109,8 @@ std::vector<std::string> bench_architectures() {
 }
 
 UNetConfig bench_architecture(const std::string& name) {
-  if (fs::is_directory(name)) {
-    const fs::path root(name);
-    const fs::path unet = fs::exists(root / "model_index.json") ? root / "unet" : root;
-    if (!fs::exists(unet / "config.json"))
-      throw Error(name + ": neither a pipeline folder (model_index.json) nor a UNet folder "
-                         "(config.json)");
-    return UNetConfig::load((unet / "config.json").string());
-  }
+  if (fs::is_directory(name))
+    return UNetConfig::load((fs::path(unet_folder(name)) / "config.json").string());
   UNetConfig c;
   c.downsample_type = c.upsample_type = "resnet";
   c.attention_head_dim = 64;

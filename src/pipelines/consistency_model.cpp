@@ -21,6 +21,14 @@ struct ConsistencyModelPipeline::CudaGraphs : pipelines::CudaGraphCache {};
 struct ConsistencyModelPipeline::CudaGraphs {};
 #endif
 
+std::string unet_folder(const std::string& model_dir) {
+  const fs::path root(model_dir);
+  if (fs::exists(root / "model_index.json")) return (root / "unet").string();
+  if (fs::exists(root / "config.json")) return model_dir;
+  throw Error(model_dir +
+              ": neither a pipeline folder (model_index.json) nor a UNet folder (config.json)");
+}
+
 ConsistencyModelPipeline::ConsistencyModelPipeline(UNet2DModel unet,
                                                    CMStochasticIterativeScheduler scheduler)
     : unet_(std::move(unet)), scheduler_(std::move(scheduler)) {
@@ -103,17 +111,14 @@ ConsistencyModelPipeline ConsistencyModelPipeline::from_pretrained(const std::st
     at::globalContext().setAllowTF32CuBLAS(options.allow_tf32);
   }
   const fs::path root(path);
-  const bool is_pipeline = fs::exists(root / "model_index.json");
-  if (!is_pipeline && !fs::exists(root / "config.json"))
-    throw Error(path +
-                ": neither a pipeline folder (model_index.json) nor a UNet folder (config.json)");
+  const std::string unet_dir = unet_folder(path);
+  const bool is_pipeline = unet_dir != path;
   SchedulerConfig sc;
   if (is_pipeline) {
     PipelineIndex::load((root / "model_index.json").string());
     const fs::path sched = root / "scheduler" / "scheduler_config.json";
     if (fs::exists(sched)) sc = SchedulerConfig::load(sched.string());
   }
-  const std::string unet_dir = is_pipeline ? (root / "unet").string() : path;
   // Loaded straight into the layout the constructor would otherwise convert to, in one copy.
   auto load = [&](const at::Device& d) {
     return load_unet(unet_dir, options.dtype, d, options.variant, at::MemoryFormat::ChannelsLast);

@@ -209,31 +209,20 @@ std::pair<double, double> range_of(std::initializer_list<const Series*> series) 
   return {lo, hi};
 }
 
-void write_image(const std::string& path, const Canvas& c, const std::string& description) {
-  ImageU8 img;
-  img.width = c.width;
-  img.height = c.height;
-  img.channels = 3;
-  img.pixels = c.pixels;
+// ".png" or ".jpg"/".jpeg" (any case): true for JPEG; anything else is refused by name.
+bool is_jpeg_name(const std::string& path) {
   const auto dot = path.rfind('.');
   std::string ext = dot == std::string::npos ? "" : path.substr(dot);
   std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
-  if (ext == ".png")
-    write_png(path, img, {{"Description", description}});
-  else
-    write_jpeg(path, img);
+  if (ext != ".png" && ext != ".jpg" && ext != ".jpeg")
+    throw Error("-o " + path + ": plot-log writes .png or .jpg (.jpeg) images");
+  return ext != ".png";
 }
 
 }  // namespace
 
 LossPlot plot_training_log(const std::string& csv_path, const std::string& image_path) {
-  {
-    const auto dot = image_path.rfind('.');
-    std::string ext = dot == std::string::npos ? "" : image_path.substr(dot);
-    std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
-    if (ext != ".png" && ext != ".jpg" && ext != ".jpeg")
-      throw Error("-o " + image_path + ": plot-log writes .png or .jpg (.jpeg) images");
-  }
+  const bool jpeg = is_jpeg_name(image_path);  // before reading anything
   const Log log = read_log(csv_path);
   LossPlot p;
   p.first_step = log.loss.steps.front();
@@ -289,7 +278,15 @@ LossPlot plot_training_log(const std::string& csv_path, const std::string& image
   text << "loss (log scale, " << p.min_loss << " to " << p.max_loss << ") against step ("
        << p.first_step << " to " << p.last_step << ") of " << csv_path;
   if (p.evaluations > 0) text << "; " << p.evaluations << " evaluations";
-  write_image(image_path, c, text.str());
+  ImageU8 img;
+  img.width = c.width;
+  img.height = c.height;
+  img.channels = 3;
+  img.pixels = std::move(c.pixels);
+  if (jpeg)
+    write_jpeg(image_path, img);
+  else
+    write_png(image_path, img, {{"Description", text.str()}});
   return p;
 }
 
