@@ -392,8 +392,10 @@ TEST_F(CliTest, PlannedStopExitsZeroAndCtrlCExits130) {
 // Ctrl-C while cm generate writes PNGs: it stops at the next image (not after all of them), with
 // 130, and leaves whole files only. A second Ctrl-C would end it at once.
 TEST_F(CliTest, CtrlCStopsGenerateBetweenImages) {
+  // --foreground: otherwise timeout passes the SIGINT on to cm and to its whole process group, so
+  // cm can see it twice, and a second Ctrl-C means "exit now" (a CI run failed that way).
   const auto r = test::run_shell(
-      "timeout 120 " + std::string(CM_BINARY) + " generate -n 100000 --chunk-size 1 -s 0 -q -o " +
+      "timeout --foreground 120 " + std::string(CM_BINARY) + " generate -n 100000 --chunk-size 1 -s 0 -q -o " +
       path("p_%d.png") + " > " + path("out.log") + " 2>&1 & pid=$!; for i in $(seq 600); do " +
       "[ -e " + path("p_3.png") + " ] && break; sleep 0.05; done; kill -INT $pid; wait $pid; " +
       "echo exit=$?; cat " + path("out.log"));
