@@ -47,6 +47,14 @@ TEST(TrainingSchedules, CtScalesAndTargetEmaFollowTheFormulas) {
   EXPECT_NEAR(ct_target_ema(2, 2, 0.9), 0.81, 1e-12);
 }
 
+TEST(TrainingSchedules, EmaWarmupStartsFastAndReachesTheRate) {
+  EXPECT_DOUBLE_EQ(ema_rate_at(0, 0.999, false), 0.999);
+  EXPECT_DOUBLE_EQ(ema_rate_at(0, 0.999, true), 0.1);
+  EXPECT_DOUBLE_EQ(ema_rate_at(90, 0.999, true), 0.91);
+  EXPECT_DOUBLE_EQ(ema_rate_at(8990, 0.999, true), 0.999);   // (1+k)/(10+k) = 0.999 here
+  EXPECT_DOUBLE_EQ(ema_rate_at(100000, 0.999, true), 0.999);
+}
+
 TEST(TrainingSchedules, KarrasGridAndLogNormalProbabilities) {
   SchedulerConfig c;
   const auto grid = karras_grid(11, c);
@@ -197,6 +205,31 @@ TEST_F(TrainingRun, ResumeGivesTheSameWeightsAsAnUnbrokenRun) {
       EXPECT_TRUE(at::equal(value, b.at(key))) << key;
     }
   }
+}
+
+// With --ema-warmup the first step keeps a tenth of the initial weights (rate min(0.9, 1/10))
+// instead of --ema-rate's nine tenths.
+TEST_F(TrainingRun, EmaWarmupKeepsATenthOfTheInitialWeightsAtTheFirstStep) {
+  auto o = tiny_options((dir_ / "run").string(), "ict");
+  o.total_steps = 4;
+  o.ema_warmup = true;
+  o.stop_requested = [] { return true; };  // a checkpoint of the initial weights, step 0
+  EXPECT_EQ(train(o).step, 0);
+  const auto init = saved_state(o.output_dir);
+  o.stop_requested = nullptr;
+  o.resume = true;
+  o.stop_after = 1;
+  EXPECT_EQ(train(o).step, 1);
+  const auto after = saved_state(o.output_dir);
+  int compared = 0;
+  for (const auto& [key, ema] : after) {
+    if (key.rfind("ema.", 0) != 0) continue;
+    const auto name = key.substr(4);
+    const auto expected = 0.1 * init.at("online." + name) + 0.9 * after.at("online." + name);
+    EXPECT_TRUE(at::allclose(ema, expected, 1e-5, 1e-6)) << key;
+    ++compared;
+  }
+  EXPECT_GT(compared, 10);
 }
 
 // Trains with a log line per step: the mean loss of the last 8 steps must be below that of the

@@ -33,6 +33,9 @@ struct TrainOptions {
   int64_t warmup = 1000;
   double grad_clip = 1.0;     // max gradient norm; <= 0 disables
   double ema_rate = 0.9999;   // EMA of the weights used for sampling
+  // EMA warm-up: step k (from 0) uses min(ema_rate, (1 + k)/(10 + k)), so the sampling weights
+  // forget the random initialisation within the first few hundred steps instead of ~1/(1 − rate).
+  bool ema_warmup = false;
   // iCT
   int64_t ict_s0 = 10, ict_s1 = 1280;
   double p_mean = -1.1, p_std = 2.0;

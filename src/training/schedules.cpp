@@ -55,6 +55,11 @@ at::Tensor pseudo_huber(const at::Tensor& a, const at::Tensor& b, double c) {
 
 double pseudo_huber_c(int64_t dim) { return 0.00054 * std::sqrt(static_cast<double>(dim)); }
 
+double ema_rate_at(int64_t k, double rate, bool warmup) {
+  if (!warmup) return rate;
+  return std::min(rate, static_cast<double>(1 + k) / static_cast<double>(10 + k));
+}
+
 double warmup_factor(int64_t step, int64_t warmup) {
   if (warmup <= 0) return 1.0;
   return std::min(1.0, static_cast<double>(step + 1) / static_cast<double>(warmup));

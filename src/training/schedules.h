@@ -31,6 +31,9 @@ at::Tensor pseudo_huber(const at::Tensor& a, const at::Tensor& b, double c);
 // iCT's c = 0.00054·√d for d values per sample.
 double pseudo_huber_c(int64_t dim);
 
+// EMA rate of step k (from 0): `rate`, or with warm-up min(rate, (1 + k)/(10 + k)).
+double ema_rate_at(int64_t k, double rate, bool warmup);
+
 // Learning-rate factor for linear warm-up over `warmup` steps.
 double warmup_factor(int64_t step, int64_t warmup);
 

@@ -300,6 +300,8 @@ class Trainer {
         }
       }
       agree(error, "writing its log, samples or checkpoint");
+      // The next log line's images/s is the training's own, not diluted by this evaluation.
+      if (eval_now) t0 = std::chrono::steady_clock::now();
     }
     if (main) checkpoint(p);
     return p;
@@ -443,7 +445,7 @@ class Trainer {
     if (o_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(s_.online->parameters(), o_.grad_clip);
     s_.optimizer->step();
     if (s_.target) lerp_weights(s_.target, s_.online, p.target_ema);
-    lerp_weights(s_.ema, s_.online, o_.ema_rate);
+    lerp_weights(s_.ema, s_.online, ema_rate_at(s_.step, o_.ema_rate, o_.ema_warmup));
     const double value = loss.item<double>();
     // Decided together: a rank that diverged alone must not leave the others waiting.
     if (group_->any(!std::isfinite(value)))

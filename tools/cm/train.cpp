@@ -147,6 +147,8 @@ Runner add_train(CLI::App& app) {
   app.add_option("--grad-clip", o.grad_clip, "max gradient norm (0: off)")->capture_default_str();
   app.add_option("--ema-rate", o.ema_rate, "EMA rate of the sampling weights")
       ->capture_default_str();
+  app.add_flag("--ema-warmup", o.ema_warmup,
+               "EMA rate min(--ema-rate, (1+k)/(10+k)) at step k: the initial weights fade fast");
   app.add_option("--distance", o.distance, "ct/cd: l2, l1 or pseudo-huber")->capture_default_str();
   app.add_option("--ict-s0", o.ict_s0, "iCT: initial number of discretization steps")
       ->capture_default_str();
