@@ -2,7 +2,7 @@
 # The long training run behind the next shipped model (issue 14), spread over sessions: starts the
 # run in training-run/ or resumes it from training-run/checkpoint, trains for MINUTES and stops
 # with a checkpoint. Two data-parallel processes of one thread each (on these 28×28 convolutions
-# one thread per process does ~1.9× the images/s of one process with two threads). The options
+# they do 1.3-1.5x the images/s of one process with two threads; docs/training.md). The options
 # must not change between resumes: they are here, not on the command line.
 # Usage: scripts/long_run.sh MINUTES [cm]      (log: runs/long_run.rank0.log)
 set -euo pipefail
