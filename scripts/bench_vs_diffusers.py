@@ -53,6 +53,8 @@ def parse_args(argv):
     ap.add_argument("--steps", type=int, default=1, help="sampling steps")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for both")
     ap.add_argument("-r", "--repetitions", type=int, default=3, help="runs of each (median)")
+    ap.add_argument("--winograd", action="store_true",
+                    help="also time `cm generate --winograd` (a third process per repetition)")
     args = ap.parse_args(argv)
     for name in ("batch", "steps", "threads", "repetitions"):
         if getattr(args, name) < 1:
@@ -77,11 +79,11 @@ def run_diffusers(args):
     return phases
 
 
-def run_cm(args, out):
+def run_cm(args, out, extra=()):
     start = time.perf_counter()
     done = subprocess.run([args.cm, "generate", "-m", args.model, "-n", str(args.batch),
                            "--steps", str(args.steps), "-t", str(args.threads), "--dtype",
-                           "float32", "-s", "0", "-o", out],
+                           "float32", "-s", "0", "-o", out, *extra],
                           capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode != 0:
@@ -92,12 +94,17 @@ def run_cm(args, out):
 def main(argv):
     args = parse_args(argv)
     rows = {"diffusers": [], "cm": []}
+    if args.winograd:
+        rows["cm --winograd"] = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repetitions):
             rows["diffusers"].append(run_diffusers(args))
             rows["cm"].append(run_cm(args, os.path.join(tmp, "out.npy")))
-            print(f"run {r + 1}: diffusers {rows['diffusers'][-1]['process_s']:.2f} s, "
-                  f"cm {rows['cm'][-1]['process_s']:.2f} s", file=sys.stderr)
+            if args.winograd:
+                rows["cm --winograd"].append(
+                    run_cm(args, os.path.join(tmp, "out.npy"), ["--winograd"]))
+            print(f"run {r + 1}: " + ", ".join(f"{k} {v[-1]['process_s']:.2f} s"
+                                               for k, v in rows.items()), file=sys.stderr)
     med = {k: statistics.median(x["process_s"] for x in v) for k, v in rows.items()}
     d = rows["diffusers"]
     print(f"model {args.model}, batch {args.batch}, {args.steps} step(s), float32, "
@@ -112,7 +119,9 @@ def main(argv):
     print()
     print("diffusers' phases, median: import {:.2f} s, load {:.2f} s, the call {:.2f} s".format(
         *(statistics.median(x[p] for x in d) for p in ("import_s", "load_s", "call_s"))))
-    print(f"cm is {med['diffusers'] / med['cm']:.2f}x faster end to end")
+    for k in rows:
+        if k != "diffusers":
+            print(f"{k} is {med['diffusers'] / med[k]:.2f}x faster end to end")
     return 0
 
 

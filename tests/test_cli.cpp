@@ -54,6 +54,35 @@ TEST_F(CliTest, OneStepPngHasExactlyTheGoldenPixels) {
   EXPECT_NE(text[0].second.find("dtype: float32"), std::string::npos) << text[0].second;
 }
 
+// --winograd: where it runs (the LibTorch 1.13 build on an AVX-512 CPU) the PNG says so and the
+// pixels stay within one level of diffusers' float32 ones; elsewhere one line says it cannot,
+// and the image is the exact one.
+TEST_F(CliTest, WinogradIsNamedInThePngAndStaysCloseToTheGoldenPixels) {
+  const auto r = run_cm("generate -m " + kCond +
+                        "/model --seed 0 --steps 1 --class 3 --winograd -o " + path("w.png"));
+  ASSERT_EQ(r.status, 0) << r.output;
+#if CM_ONEDNN_DIRECT
+  const bool runs = __builtin_cpu_supports("avx512bw");
+#else
+  const bool runs = false;
+#endif
+  EXPECT_EQ(r.output.find("--winograd: no Winograd kernel here") == std::string::npos, runs)
+      << r.output;
+  TextChunks text;
+  const ImageU8 img = read_png(path("w.png"), &text);
+  ASSERT_EQ(text.size(), 1u);
+  EXPECT_EQ(text[0].second.find("convolution: winograd") != std::string::npos, runs)
+      << text[0].second;
+  const auto golden = read_state_dict(kCond + "/cases.safetensors");
+  const at::Tensor& expected = golden.at("pipeline.0.uint8");
+  ASSERT_EQ(static_cast<int64_t>(img.pixels.size()), expected.numel());
+  const auto* want = expected.data_ptr<uint8_t>();
+  int worst = 0;
+  for (size_t i = 0; i < img.pixels.size(); ++i)
+    worst = std::max(worst, std::abs(int(img.pixels[i]) - int(want[i])));
+  EXPECT_LE(worst, runs ? 1 : 0);
+}
+
 TEST_F(CliTest, MultistepNpyMatchesGoldenImages) {
   // pipeline.1 of tiny_cond: batch 2, timesteps [22, 0], seed 42, classes 3 and 7.
   const auto r = run_cm("generate -m " + kCond + "/model --seed 42 --timesteps 22,0 -n 2 " +

@@ -8,6 +8,9 @@
 #include "models/attention.h"
 #include "models/layers.h"
 #include "models/resnet.h"
+#if CM_ONEDNN_DIRECT
+#include "kernels/onednn_conv.h"
+#endif
 
 namespace cm::test {
 namespace {
@@ -173,6 +176,144 @@ TEST(Conv2dPrepack, UNetStateDictIsUnchangedByPacking) {
   torch::NoGradGuard no_grad;
   const auto plain = unet->forward(x, t);
   EXPECT_TRUE(at::allclose(packed, plain, 1e-4, 1e-5));
+}
+
+// Winograd (opt-in, LoadOptions::winograd) computes a 3×3 convolution from transformed tiles:
+// not the direct convolution's rounding, and the bound it must keep is 1e-5 of the output's
+// largest magnitude (measured 0.3–2e-6 on ImageNet-64's layer shapes). Where this CPU has no
+// Winograd kernel it must stay the direct convolution, bit for bit. Strided, 1×1 and bfloat16
+// convolutions stay direct everywhere, and so does oneDNN's F(4×4) kernel on few tiles.
+#if CM_ONEDNN_DIRECT
+bool is_winograd(const std::string& kernel) {
+  return kernel.find("wino") != std::string::npos;
+}
+#endif
+
+TEST(Conv2dWinograd, StaysWithinItsBoundOfTheDirectConvolution) {
+  SKIP_WITHOUT_ONEDNN_DIRECT();
+#if CM_ONEDNN_DIRECT
+  const bool available = kernels::winograd_available();
+  struct Case {
+    int64_t in, out, side, batch;
+  };
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  // 4×4 tiles: 32, 196, 32, 64.
+  for (const Case& k :
+       std::vector<Case>{{64, 64, 16, 2}, {32, 48, 28, 4}, {128, 128, 8, 8}, {192, 192, 32, 1}}) {
+    for (const bool nhwc : {true, false}) {
+      SCOPED_TRACE(std::to_string(k.in) + "->" + std::to_string(k.out) + " at " +
+                   std::to_string(k.side) + ", batch " + std::to_string(k.batch) +
+                   (nhwc ? " NHWC" : " NCHW"));
+      torch::manual_seed(3);
+      auto weight = at::randn({k.out, k.in, 3, 3}) / std::sqrt(9.0 * k.in);
+      const auto bias = at::randn({k.out});
+      auto x = at::randn({k.batch, k.in, k.side, k.side});
+      if (nhwc) {
+        weight = weight.contiguous(cl);
+        x = x.contiguous(cl);
+      }
+      kernels::PackedConv2d direct(weight, 1, 1, x, bias), winograd(weight, 1, 1, x, bias, true);
+      EXPECT_FALSE(is_winograd(direct.kernel_name(x, bias)));
+      EXPECT_EQ(is_winograd(winograd.kernel_name(x, bias)), available)
+          << winograd.kernel_name(x, bias);
+      const auto yd = direct.forward(x, bias), yw = winograd.forward(x, bias);
+      EXPECT_EQ(yw.sizes(), yd.sizes());
+      EXPECT_EQ(yw.is_contiguous(cl), nhwc);
+      const double scale = yd.abs().max().item<double>();
+      const double err = (yw - yd).abs().max().item<double>();
+      if (available) {
+        EXPECT_GT(err, 0.0);  // another algorithm really ran
+        EXPECT_LE(err, 1e-5 * scale) << "scale " << scale;
+      } else {
+        EXPECT_TRUE(at::equal(yw, yd));
+      }
+      EXPECT_TRUE(at::equal(winograd.dense(nhwc ? cl : at::MemoryFormat::Contiguous), weight));
+    }
+  }
+  torch::manual_seed(4);
+  const auto x = at::randn({1, 32, 16, 16}), b = at::randn({32});
+  EXPECT_FALSE(is_winograd(
+      kernels::PackedConv2d(at::randn({32, 32, 3, 3}), 2, 1, x, b, true).kernel_name(x, b)));
+  EXPECT_FALSE(is_winograd(
+      kernels::PackedConv2d(at::randn({32, 32, 1, 1}), 1, 0, x, b, true).kernel_name(x, b)));
+  if (__builtin_cpu_supports("avx512bw")) {  // oneDNN's bfloat16 convolutions
+    const auto xb = x.to(at::kBFloat16), bb = b.to(at::kBFloat16);
+    const auto wb = at::randn({32, 32, 3, 3}).to(at::kBFloat16);
+    EXPECT_FALSE(is_winograd(kernels::PackedConv2d(wb, 1, 1, xb, bb, true).kernel_name(xb, bb)));
+  }
+  // One Winograd copy of the weight, whatever the batch (oneDNN's own layout choice varies with
+  // it: for this layer at batch 1 it differs from batch 8's), each batch within the bound.
+  {
+    const auto w = at::randn({384, 384, 3, 3}) / 60.0, bias = at::randn({384});
+    const auto first = at::randn({8, 384, 32, 32});
+    kernels::PackedConv2d direct(w, 1, 1, first, bias), winograd(w, 1, 1, first, bias, true);
+    const size_t one_copy = winograd.weight_bytes();
+    if (available) EXPECT_GT(one_copy, direct.weight_bytes() * 4);
+    for (const int64_t n : {1, 2, 4, 16, 8}) {
+      const auto xn = at::randn({n, 384, 32, 32});
+      const auto yd = direct.forward(xn, bias), yw = winograd.forward(xn, bias);
+      EXPECT_LE((yw - yd).abs().max().item<double>(), 1e-5 * yd.abs().max().item<double>()) << n;
+    }
+    EXPECT_EQ(winograd.weight_bytes(), one_copy);
+  }
+  // 16 tiles of 4×4 (ImageNet-64's 16×16 layers at batch 1): never the F(4×4) kernel.
+  const auto wide = at::randn({1, 576, 16, 16}), wide_bias = at::randn({576});
+  const auto name =
+      kernels::PackedConv2d(at::randn({576, 576, 3, 3}) / 72.0, 1, 1, wide, wide_bias, true)
+          .kernel_name(wide, wide_bias);
+  EXPECT_EQ(name.find("wino_4x3"), std::string::npos) << name;
+#endif
+}
+
+// The layer and the UNet switch: set_winograd repacks, the weights stay bit for bit, and a whole
+// UNet's output keeps within 1e-4 of its largest magnitude (about ten 3×3 layers deep).
+TEST(Conv2dWinograd, LayerAndUNetSwitch) {
+  SKIP_WITHOUT_ONEDNN_DIRECT();
+#if CM_ONEDNN_DIRECT
+  const bool available = kernels::winograd_available();
+  torch::manual_seed(6);
+  Conv2d conv(64, 64, 3, 1, 1);
+  const auto original = conv->weight.detach().clone();
+  const auto x = at::randn({2, 64, 16, 16}).contiguous(at::MemoryFormat::ChannelsLast);
+  torch::NoGradGuard no_grad;
+  const auto plain = at::conv2d(x, original, conv->bias, 1, 1);
+  conv->allow_prepack(true);
+  conv->set_winograd(true);
+  const auto y = conv->forward(x);
+  ASSERT_TRUE(conv->is_prepacked());
+  const double err = (y - plain).abs().max().item<double>();
+  EXPECT_LE(err, 1e-5 * plain.abs().max().item<double>());
+  if (available) EXPECT_GT(err, 0.0);
+  EXPECT_TRUE(at::equal(conv->dense_weight(), original));
+  conv->set_winograd(false);  // unpacks; the next call packs the direct way
+  EXPECT_FALSE(conv->is_prepacked());
+  EXPECT_TRUE(at::allclose(conv->forward(x), plain, 1e-5, 1e-5));
+
+  UNetConfig c;
+  c.sample_size = 16;
+  c.in_channels = c.out_channels = 3;
+  c.block_out_channels = {32, 64};
+  c.down_block_types = {"DownBlock2D", "AttnDownBlock2D"};
+  c.up_block_types = {"AttnUpBlock2D", "UpBlock2D"};
+  c.layers_per_block = 1;
+  c.attention_head_dim = 8;
+  c.norm_num_groups = 8;
+  torch::manual_seed(7);
+  UNet2DModel unet(c);
+  unet->eval();
+  unet->to_channels_last();
+  unet->allow_weight_prepacking(true);
+  const auto sample = at::randn({2, 3, 16, 16}).contiguous(at::MemoryFormat::ChannelsLast);
+  const auto t = at::full({2}, 10.0);
+  const auto direct = unet->forward(sample, t);
+  unet->use_winograd(true);
+  const auto winograd = unet->forward(sample, t);
+  const double unet_err = (winograd - direct).abs().max().item<double>();
+  EXPECT_LE(unet_err, 1e-4 * direct.abs().max().item<double>());
+  if (available) EXPECT_GT(unet_err, 0.0);
+  unet->use_winograd(false);
+  EXPECT_TRUE(at::equal(unet->forward(sample, t), direct));
+#endif
 }
 
 // Without gradients, Linear shares its rows and Attention its heads out over the threads; with

@@ -40,6 +40,8 @@ struct BenchOptions {
   // CPU: rows timed while a sibling process keeps one core busy (cm bench --contended runs each
   // row idle, then contended).
   std::vector<bool> contended = {false};
+  // CPU float32: rows with LoadOptions::winograd off and/or on (cm bench --winograd: both).
+  std::vector<bool> winograd = {false};
   // Called before each model is loaded or built, and after its first (warm-up) call: a program
   // can tune its allocator for each phase (cm does, cm/tuning.h).
   std::function<void()> before_load, after_first_call;
@@ -51,6 +53,7 @@ struct BenchRow {
   int batch = 1, steps = 1;
   int threads = 1;                 // 0: adaptive, up to every core
   bool contended = false;          // timed next to a busy sibling process
+  bool winograd = false;           // LoadOptions::winograd asked for (and supported)
   std::vector<int64_t> timesteps;  // when given explicitly
   bool cuda_graphs = false;
   double process_start_s = -1;  // from the process's start to the benchmark's (loading LibTorch)

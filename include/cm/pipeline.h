@@ -24,7 +24,15 @@ struct LoadOptions {
   // CUDA float32: let cuDNN and cuBLAS use TF32 (faster, ~1e-3 off). Off keeps float32 exact;
   // LibTorch's switches are process-wide, so loading a CUDA model sets them.
   bool allow_tf32 = false;
+  // CPU float32: 3×3 convolutions by oneDNN's Winograd algorithm where this CPU and build have
+  // it (winograd_supported()): fewer multiplications, faster on large layers, ~1e-5 off the
+  // direct convolution per layer (docs/performance.md). Off keeps float32 exact.
+  bool winograd = false;
 };
+
+// Whether LoadOptions::winograd takes effect here: this build calls oneDNN directly (LibTorch
+// 1.13) and oneDNN has a float32 Winograd kernel for this CPU (AVX-512).
+bool winograd_supported();
 
 // Called after each step with the step index, the step count, the timestep and the sample.
 using StepCallback = std::function<void(int step, int num_steps, double timestep,

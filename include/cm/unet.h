@@ -52,6 +52,9 @@ class UNet2DModelImpl : public torch::nn::Module {
   // and load_state_dict() unpack first). Bit-for-bit the same weights; outputs differ by float
   // rounding. The pipeline turns this on for CPU models.
   void allow_weight_prepacking(bool allow);
+  // With prepacking: float32 3×3 stride-1 convolutions by oneDNN's Winograd kernels where this
+  // CPU has them (LoadOptions::winograd): faster, not bit-exact. Set before the first call.
+  void use_winograd(bool winograd);
   void unpack_weights();
   bool is_class_conditional() const { return class_embedding_ != nullptr; }
 

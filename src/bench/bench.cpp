@@ -215,69 +215,77 @@ std::vector<BenchRow> run_bench(const BenchOptions& o) {
         if (o.before_load) o.before_load();
         const ConvPeakProbe probe(dtype_of(dtype));
         set_cpu_threads(threads);
-        LoadOptions load;
-        load.dtype = dtype_of(dtype);
-        double load_s = -1;
-        const auto t_load = Clock::now();
-        std::unique_ptr<ConsistencyModelPipeline> pipe;
-        if (fs::is_directory(model)) {
-          pipe = std::make_unique<ConsistencyModelPipeline>(
-              ConsistencyModelPipeline::from_pretrained(model, load));
-          load_s = seconds_since(t_load);
-        } else {
-          torch::manual_seed(0);
-          UNet2DModel unet(bench_architecture(model));
-          unet->to(load.dtype);
-          pipe = std::make_unique<ConsistencyModelPipeline>(unet, CMStochasticIterativeScheduler());
-        }
-        const double gflop = count_unet_flops(pipe->unet()->config()).total() / 1e9;
-        for (int batch : o.batch_sizes) {
-          for (int steps : bench_util::step_counts(o)) {
-            bool first = true;
-            for (bool contended : o.contended) {
-              GenerateOptions g;
-              g.batch_size = batch;
-              g.num_inference_steps = steps;
-              g.timesteps = o.timesteps;
-              g.seed = 0;
-              BenchRow r;
-              r.model = model;
-              r.dtype = dtype;
-              r.batch = batch;
-              r.steps = steps;
-              r.timesteps = o.timesteps;
-              r.threads = threads;
-              r.contended = contended;
-              r.process_start_s = process_start_s;
-              r.load_s = load_s;
-              std::unique_ptr<BusySibling> sibling;
-              if (contended) sibling = std::make_unique<BusySibling>();
-              auto t = Clock::now();
-              (*pipe)(g);
-              r.first_call_s = first ? seconds_since(t) : -1;  // later rows: a warm-up call
-              if (first && o.after_first_call) o.after_first_call();
-              first = false;
-              // This machine's speed drifts by ±30% over seconds (a shared virtual machine): each
-              // timed call is followed by a peak sample, and the fraction is the median of the
-              // per-call ratios, so a slow spell slows both sides of a ratio alike.
-              std::vector<double> times, peaks, fractions;
-              const double flop_per_call = gflop * steps * batch;
-              for (int i = 0; i < std::max(1, o.repetitions); ++i) {
-                t = Clock::now();
+        for (const bool winograd : o.winograd) {
+          // Winograd rows only where it changes something: float32 on a CPU that has the kernel.
+          if (winograd && (dtype_of(dtype) != at::kFloat || !winograd_supported())) continue;
+          LoadOptions load;
+          load.dtype = dtype_of(dtype);
+          load.winograd = winograd;
+          double load_s = -1;
+          const auto t_load = Clock::now();
+          std::unique_ptr<ConsistencyModelPipeline> pipe;
+          if (fs::is_directory(model)) {
+            pipe = std::make_unique<ConsistencyModelPipeline>(
+                ConsistencyModelPipeline::from_pretrained(model, load));
+            load_s = seconds_since(t_load);
+          } else {
+            torch::manual_seed(0);
+            UNet2DModel unet(bench_architecture(model));
+            unet->to(load.dtype);
+            unet->use_winograd(winograd);
+            pipe =
+                std::make_unique<ConsistencyModelPipeline>(unet, CMStochasticIterativeScheduler());
+          }
+          const double gflop = count_unet_flops(pipe->unet()->config()).total() / 1e9;
+          for (int batch : o.batch_sizes) {
+            for (int steps : bench_util::step_counts(o)) {
+              bool first = true;
+              for (bool contended : o.contended) {
+                GenerateOptions g;
+                g.batch_size = batch;
+                g.num_inference_steps = steps;
+                g.timesteps = o.timesteps;
+                g.seed = 0;
+                BenchRow r;
+                r.model = model;
+                r.dtype = dtype;
+                r.batch = batch;
+                r.steps = steps;
+                r.timesteps = o.timesteps;
+                r.threads = threads;
+                r.contended = contended;
+                r.winograd = winograd;
+                r.process_start_s = process_start_s;
+                r.load_s = load_s;
+                std::unique_ptr<BusySibling> sibling;
+                if (contended) sibling = std::make_unique<BusySibling>();
+                auto t = Clock::now();
                 (*pipe)(g);
-                times.push_back(seconds_since(t));
-                peaks.push_back(probe.sample());
-                fractions.push_back(flop_per_call / times.back() / peaks.back());
+                r.first_call_s = first ? seconds_since(t) : -1;  // later rows: a warm-up call
+                if (first && o.after_first_call) o.after_first_call();
+                first = false;
+                // This machine's speed drifts by ±30% over seconds (a shared virtual machine): each
+                // timed call is followed by a peak sample, and the fraction is the median of the
+                // per-call ratios, so a slow spell slows both sides of a ratio alike.
+                std::vector<double> times, peaks, fractions;
+                const double flop_per_call = gflop * steps * batch;
+                for (int i = 0; i < std::max(1, o.repetitions); ++i) {
+                  t = Clock::now();
+                  (*pipe)(g);
+                  times.push_back(seconds_since(t));
+                  peaks.push_back(probe.sample());
+                  fractions.push_back(flop_per_call / times.back() / peaks.back());
+                }
+                const double per_batch = median(times);
+                r.ms_per_image = per_batch / batch * 1e3;
+                r.images_per_s = batch / per_batch;
+                r.gflop_per_image = gflop * steps;
+                r.achieved_gflops = r.gflop_per_image * r.images_per_s;
+                r.peak_gflops = median(peaks);
+                r.fraction_of_peak = median(fractions);
+                r.peak_rss_mb = peak_rss_mb();
+                rows.push_back(r);
               }
-              const double per_batch = median(times);
-              r.ms_per_image = per_batch / batch * 1e3;
-              r.images_per_s = batch / per_batch;
-              r.gflop_per_image = gflop * steps;
-              r.achieved_gflops = r.gflop_per_image * r.images_per_s;
-              r.peak_gflops = median(peaks);
-              r.fraction_of_peak = median(fractions);
-              r.peak_rss_mb = peak_rss_mb();
-              rows.push_back(r);
             }
           }
         }
@@ -315,11 +323,14 @@ std::string bench_markdown(const std::vector<BenchRow>& rows) {
   if (!rows.empty() && rows.front().device != "cpu") return cuda_markdown(rows);
   std::ostringstream s;
   bool any_contended = false;
+  bool any_winograd = false;
   for (const auto& r : rows) any_contended = any_contended || r.contended;
+  for (const auto& r : rows) any_winograd = any_winograd || r.winograd;
   s << "| model | dtype | threads | batch | steps |" << (any_contended ? " busy sibling |" : "")
+    << (any_winograd ? " winograd |" : "")
     << " start s | load s | first call s | ms/image | images/s | "
        "GFLOP/image | GFLOP/s | peak GFLOP/s | of peak | peak RSS MB |\n";
-  s << "|---|---|---|---|---|" << (any_contended ? "---|" : "")
+  s << "|---|---|---|---|---|" << (any_contended ? "---|" : "") << (any_winograd ? "---|" : "")
     << "---|---|---|---|---|---|---|---|---|---|\n";
   auto seconds = [](double v) {
     if (v < 0) return std::string("–");
@@ -330,15 +341,16 @@ std::string bench_markdown(const std::vector<BenchRow>& rows) {
   char buf[512];
   for (const auto& r : rows) {
     const std::string threads = r.threads == 0 ? "auto" : std::to_string(r.threads);
-    std::snprintf(buf, sizeof buf,
-                  "| %s | %s | %s | %d | %d |%s %s | %s | %s | %.1f | %.2f | %.1f | %.1f | %.1f | "
-                  "%.0f%% | %.0f |\n",
-                  r.model.c_str(), r.dtype.c_str(), threads.c_str(), r.batch, r.steps,
-                  any_contended ? (r.contended ? " yes |" : " no |") : "",
-                  seconds(r.process_start_s).c_str(), seconds(r.load_s).c_str(),
-                  seconds(r.first_call_s).c_str(), r.ms_per_image, r.images_per_s,
-                  r.gflop_per_image, r.achieved_gflops, r.peak_gflops, 100 * r.fraction_of_peak,
-                  r.peak_rss_mb);
+    std::snprintf(
+        buf, sizeof buf,
+        "| %s | %s | %s | %d | %d |%s%s %s | %s | %s | %.1f | %.2f | %.1f | %.1f | %.1f | "
+        "%.0f%% | %.0f |\n",
+        r.model.c_str(), r.dtype.c_str(), threads.c_str(), r.batch, r.steps,
+        any_contended ? (r.contended ? " yes |" : " no |") : "",
+        any_winograd ? (r.winograd ? " yes |" : " no |") : "", seconds(r.process_start_s).c_str(),
+        seconds(r.load_s).c_str(), seconds(r.first_call_s).c_str(), r.ms_per_image, r.images_per_s,
+        r.gflop_per_image, r.achieved_gflops, r.peak_gflops, 100 * r.fraction_of_peak,
+        r.peak_rss_mb);
     s << buf;
   }
   return s.str();
@@ -355,6 +367,7 @@ std::string bench_json(const std::vector<BenchRow>& rows) {
                  {"peak_gpu_mem_mb", r.peak_gpu_mem_mb},
                  {"threads", r.threads},
                  {"contended", r.contended},
+                 {"winograd", r.winograd},
                  {"process_start_s", r.process_start_s},
                  {"batch", r.batch},
                  {"steps", r.steps},

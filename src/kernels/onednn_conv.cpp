@@ -9,6 +9,8 @@
 #include <string>
 #include <tuple>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 namespace cm::kernels {
 namespace {
@@ -36,22 +38,52 @@ bool is_nhwc(const at::Tensor& x) {
 
 }  // namespace
 
+bool winograd_available() {
+  static const bool available = [] {
+    try {
+      const dnnl::memory::desc any({1, 16, 8, 8}, Type::f32, Tag::any);
+      const dnnl::convolution_forward::desc d(
+          dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_winograd, any,
+          dnnl::memory::desc({16, 16, 3, 3}, Type::f32, Tag::any), any, {1, 1}, {1, 1}, {1, 1});
+      dnnl::convolution_forward::primitive_desc pd(d, engine());
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return available;
+}
+
 struct PackedConv2d::Impl {
   struct Primitive {
     dnnl::convolution_forward conv;
     dnnl::memory::desc src, dst, bias, weights;
     int64_t out_h, out_w;
+    // Winograd: the kernel's own (blocked) activation layouts, and the reorders into and out of
+    // them from the caller's src and dst.
+    std::string name{};  // oneDNN's, e.g. "jit_wino_4x3:avx512_core"
+    bool winograd = false;
+    dnnl::memory::desc blocked_src{}, blocked_dst{};
+    dnnl::reorder to_blocked{}, from_blocked{};
   };
   using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool>;  // n, h, w, NHWC, bias
 
   int64_t out, in, kernel, stride, padding;
   at::ScalarType type;
   bool channels_last;  // the weight was: outputs are NHWC then, whatever the input (as LibTorch)
-  dnnl::memory weights;  // in the layout the last primitive run wanted
+  bool winograd = false;
+  dnnl::memory weights;  // in the layout the last direct primitive run wanted
+  // Winograd copies of the weights, one per layout a Winograd kernel asked for (oneDNN's F(2×2)
+  // and F(4×4) kernels want different ones); reorderable into, never back out of.
+  std::vector<std::pair<dnnl::memory::desc, dnnl::memory>> winograd_weights;
   std::map<Key, Primitive> primitives;
   // Callers on several threads share one layer: primitives are added and weights reordered
   // under this, and a call runs whole (each uses every core anyway).
   std::mutex mutex;
+
+  bool wants_winograd(int64_t oh, int64_t ow) const {
+    return winograd && type == at::kFloat && kernel == 3 && stride == 1 && oh > 0 && ow > 0;
+  }
 
   const Primitive& primitive(const at::Tensor& x, const at::Tensor& bias) {
     const bool nhwc = is_nhwc(x);
@@ -68,11 +100,52 @@ struct PackedConv2d::Impl {
     const dnnl::memory::desc bias_desc =
         bias.defined() ? dnnl::memory::desc({out}, type_of(bias.scalar_type()), Tag::a)
                        : dnnl::memory::desc();
+    if (wants_winograd(oh, ow)) {
+      // oneDNN's Winograd kernels take only their own blocked activation layout.
+      try {
+        auto winograd_desc = [&](int64_t n, const dnnl::memory::desc& weights) {
+          return dnnl::convolution_forward::desc(
+              dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_winograd,
+              dnnl::memory::desc({n, in, x.size(2), x.size(3)}, t, Tag::any), weights, bias_desc,
+              dnnl::memory::desc({n, out, oh, ow}, t, Tag::any), {stride, stride},
+              {padding, padding}, {padding, padding});
+        };
+        // The weight layout oneDNN picks varies with the batch, and every layout is one more
+        // copy of the weights (4x their size): each image size gets the one it picks for a batch
+        // of kWinogradLayoutBatch, and batches whose kernel cannot take that one run direct.
+        // Which kernel runs then depends on the call's shape alone, never on earlier calls.
+        const dnnl::convolution_forward::primitive_desc layout(
+            winograd_desc(kWinogradLayoutBatch, any_weights), engine());
+        const dnnl::convolution_forward::primitive_desc pd(
+            winograd_desc(x.size(0), layout.weights_desc()), engine());
+        // oneDNN's F(4×4, 3×3) kernel loses to the direct one on few tiles (measured on
+        // ImageNet-64's layers, 2 threads: 0.8–1.07x at 16 tiles of 4×4, 1.2–1.6x at 32, 1.7–2.7x
+        // at 64).
+        const int64_t tiles = x.size(0) * ((oh + 3) / 4) * ((ow + 3) / 4);
+        const std::string name = pd.impl_info_str();
+        if (name.find("wino_4x3") == std::string::npos || tiles >= kWinogradMinTiles) {
+          Primitive p{
+              dnnl::convolution_forward(pd), src, dst, bias_desc, pd.weights_desc(), oh, ow};
+          p.winograd = true;
+          p.name = name;
+          p.blocked_src = pd.src_desc();
+          p.blocked_dst = pd.dst_desc();
+          p.to_blocked =
+              dnnl::reorder(dnnl::reorder::primitive_desc(engine(), src, engine(), p.blocked_src));
+          p.from_blocked =
+              dnnl::reorder(dnnl::reorder::primitive_desc(engine(), p.blocked_dst, engine(), dst));
+          return primitives.emplace(key, std::move(p)).first->second;
+        }
+      } catch (const dnnl::error&) {
+        // No Winograd kernel for this case on this CPU (channels, ISA): the direct one.
+      }
+    }
     const dnnl::convolution_forward::desc d(
         dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src, any_weights,
         bias_desc, dst, {stride, stride}, {padding, padding}, {padding, padding});
     const dnnl::convolution_forward::primitive_desc pd(d, engine());
     Primitive p{dnnl::convolution_forward(pd), src, dst, bias_desc, pd.weights_desc(), oh, ow};
+    p.name = pd.impl_info_str();
     return primitives.emplace(key, std::move(p)).first->second;
   }
 
@@ -84,10 +157,24 @@ struct PackedConv2d::Impl {
     stream().wait();
     weights = next;
   }
+
+  // The weights in a Winograd kernel's layout, made once (through the plain layout: oneDNN
+  // reorders into Winograd layouts from plain ones only).
+  dnnl::memory& winograd_weights_for(const dnnl::memory::desc& wanted) {
+    for (auto& [desc, memory] : winograd_weights)
+      if (desc == wanted) return memory;
+    dnnl::memory plain({{out, in, kernel, kernel}, type_of(type), Tag::oihw}, engine());
+    dnnl::reorder(weights, plain).execute(stream(), weights, plain);
+    dnnl::memory next(wanted, engine());
+    dnnl::reorder(plain, next).execute(stream(), plain, next);
+    stream().wait();
+    winograd_weights.emplace_back(wanted, next);
+    return winograd_weights.back().second;
+  }
 };
 
 PackedConv2d::PackedConv2d(const at::Tensor& weight, int64_t stride, int64_t padding,
-                           const at::Tensor& first_input, const at::Tensor& bias)
+                           const at::Tensor& first_input, const at::Tensor& bias, bool winograd)
     : impl_(std::make_unique<Impl>()) {
   TORCH_CHECK(weight.dim() == 4 && weight.size(2) == weight.size(3) && weight.is_cpu() &&
                   (weight.scalar_type() == at::kFloat || weight.scalar_type() == at::kBFloat16),
@@ -100,6 +187,7 @@ PackedConv2d::PackedConv2d(const at::Tensor& weight, int64_t stride, int64_t pad
   m.padding = padding;
   m.type = weight.scalar_type();
   m.channels_last = is_nhwc(weight);
+  m.winograd = winograd;
   // The plain weight wrapped as it lies (OIHW, or OHWI for channels-last), then reordered once
   // into the layout the first input's primitive wants.
   const auto plain = m.channels_last ? weight : weight.contiguous();
@@ -107,7 +195,12 @@ PackedConv2d::PackedConv2d(const at::Tensor& weight, int64_t stride, int64_t pad
                                       m.channels_last ? Tag::acdb : Tag::abcd);
   m.weights = dnnl::memory(plain_desc, engine(), plain.data_ptr());
   TORCH_CHECK(accepts(first_input), "PackedConv2d: unsupported input ", first_input.sizes());
-  m.ensure_weights(m.primitive(first_input, bias).weights);
+  const auto& first = m.primitive(first_input, bias);
+  if (first.winograd) {
+    m.winograd_weights_for(first.weights);
+  } else {
+    m.ensure_weights(first.weights);
+  }
   if (m.weights.get_data_handle() == plain.data_ptr()) {
     // The kernel takes the plain layout: keep a copy of our own, the caller frees the tensor.
     dnnl::memory own(plain_desc, engine());
@@ -118,6 +211,14 @@ PackedConv2d::PackedConv2d(const at::Tensor& weight, int64_t stride, int64_t pad
 }
 
 PackedConv2d::~PackedConv2d() = default;
+
+size_t PackedConv2d::weight_bytes() const {
+  auto& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.mutex);
+  size_t bytes = m.weights.get_desc().get_size();
+  for (const auto& [desc, memory] : m.winograd_weights) bytes += desc.get_size();
+  return bytes;
+}
 
 bool PackedConv2d::accepts(const at::Tensor& x) const {
   return x.dim() == 4 && x.is_cpu() && x.scalar_type() == impl_->type &&
@@ -135,23 +236,51 @@ at::Tensor PackedConv2d::forward(const at::Tensor& input, const at::Tensor& bias
   // (its 3-channel sample) is converted here, or every later layer would run NCHW too.
   const auto x = m.channels_last ? input.contiguous(at::MemoryFormat::ChannelsLast) : input;
   const auto& p = m.primitive(x, bias);
-  m.ensure_weights(p.weights);
   const bool nhwc = is_nhwc(x);
   auto y = at::empty({x.size(0), m.out, p.out_h, p.out_w},
                      x.options().memory_format(nhwc ? at::MemoryFormat::ChannelsLast
                                                     : at::MemoryFormat::Contiguous));
-  std::unordered_map<int, dnnl::memory> args{
-      {DNNL_ARG_SRC, dnnl::memory(p.src, engine(), x.data_ptr())},
-      {DNNL_ARG_WEIGHTS, m.weights},
-      {DNNL_ARG_DST, dnnl::memory(p.dst, engine(), y.data_ptr())}};
+  dnnl::memory src(p.src, engine(), x.data_ptr()), dst(p.dst, engine(), y.data_ptr());
   at::Tensor b;
+  dnnl::memory bias_memory;
   if (bias.defined()) {
     b = bias.contiguous();
-    args.emplace(DNNL_ARG_BIAS, dnnl::memory(p.bias, engine(), b.data_ptr()));
+    bias_memory = dnnl::memory(p.bias, engine(), b.data_ptr());
   }
+  if (p.winograd) {
+    // Blocked copies of the activations, from LibTorch's allocator (64-byte aligned, cached).
+    const auto bytes = [&](const dnnl::memory::desc& d) {
+      return at::empty({static_cast<int64_t>(d.get_size())}, x.options().dtype(at::kByte));
+    };
+    const auto xb = bytes(p.blocked_src), yb = bytes(p.blocked_dst);
+    dnnl::memory blocked_src(p.blocked_src, engine(), xb.data_ptr());
+    dnnl::memory blocked_dst(p.blocked_dst, engine(), yb.data_ptr());
+    p.to_blocked.execute(stream(), src, blocked_src);
+    std::unordered_map<int, dnnl::memory> args{
+        {DNNL_ARG_SRC, blocked_src},
+        {DNNL_ARG_WEIGHTS, m.winograd_weights_for(p.weights)},
+        {DNNL_ARG_DST, blocked_dst}};
+    if (bias.defined()) args.emplace(DNNL_ARG_BIAS, bias_memory);
+    p.conv.execute(stream(), args);
+    p.from_blocked.execute(stream(), blocked_dst, dst);
+    stream().wait();
+    return y;
+  }
+  m.ensure_weights(p.weights);
+  std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, m.weights}, {DNNL_ARG_DST, dst}};
+  if (bias.defined()) args.emplace(DNNL_ARG_BIAS, bias_memory);
   p.conv.execute(stream(), args);
   stream().wait();
   return y;
+}
+
+std::string PackedConv2d::kernel_name(const at::Tensor& input, const at::Tensor& bias) {
+  TORCH_CHECK(accepts(input), "PackedConv2d: unsupported input ", input.sizes());
+  auto& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.mutex);
+  const auto x = m.channels_last ? input.contiguous(at::MemoryFormat::ChannelsLast) : input;
+  return m.primitive(x, bias).name;
 }
 
 at::Tensor PackedConv2d::dense(at::MemoryFormat format) const {

@@ -89,7 +89,8 @@ at::Tensor Conv2dImpl::pack_and_run(const at::Tensor& x) {
                           : at::MemoryFormat::Contiguous;
       std::shared_ptr<kernels::PackedConv2d> packed;
       try {
-        packed = std::make_shared<kernels::PackedConv2d>(weight, stride_, padding_, x, bias);
+        packed =
+            std::make_shared<kernels::PackedConv2d>(weight, stride_, padding_, x, bias, winograd_);
       } catch (const std::exception&) {
         // oneDNN has no kernel for this case on this CPU (bfloat16 without AVX-512, say):
         // LibTorch's convolution handles it, as it does without packing.
@@ -129,6 +130,12 @@ void Conv2dImpl::unpack() {
   weight.set_data(dense_weight());
   parameters_["weight"] = weight;
   std::atomic_store(&packed_, std::shared_ptr<kernels::PackedConv2d>());
+}
+
+void Conv2dImpl::set_winograd(bool winograd) {
+  if (winograd == winograd_) return;
+  unpack();
+  winograd_ = winograd;
 }
 
 void Conv2dImpl::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {

@@ -51,6 +51,11 @@ class Conv2dImpl : public torch::nn::Module {
   // mistake; dense_weight() gives the values back, and unpack() — which a forward with
   // gradients, to() and the UNet's load_state_dict call — restores the same parameter tensor.
   void allow_prepack(bool allow) { allow_prepack_ = allow; }
+  // Packed float32 3×3 stride-1 convolutions by oneDNN's Winograd kernels where this CPU has
+  // them (kernels::PackedConv2d): faster, not bit-exact. Changing it unpacks (the next call packs
+  // again); not while other threads run the layer.
+  void set_winograd(bool winograd);
+  bool winograd() const { return winograd_; }
   bool is_prepacked() const { return std::atomic_load(&packed_) != nullptr; }
   at::Tensor dense_weight() const;
   void unpack();
@@ -67,6 +72,7 @@ class Conv2dImpl : public torch::nn::Module {
 
   int64_t stride_, padding_;
   bool allow_prepack_ = false;
+  bool winograd_ = false;
   std::atomic<bool> cannot_pack_{false};  // oneDNN had no kernel for it on this CPU
   at::MemoryFormat dense_format_ = at::MemoryFormat::Contiguous;
   std::shared_ptr<kernels::PackedConv2d> packed_;  // read with std::atomic_load

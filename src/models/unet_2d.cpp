@@ -207,6 +207,11 @@ void UNet2DModelImpl::allow_weight_prepacking(bool allow) {
   }
 }
 
+void UNet2DModelImpl::use_winograd(bool winograd) {
+  for (auto& m : modules(/*include_self=*/false))
+    if (auto* conv = dynamic_cast<Conv2dImpl*>(m.get())) conv->set_winograd(winograd);
+}
+
 void UNet2DModelImpl::unpack_weights() {
   for (auto& m : modules(/*include_self=*/false)) {
     if (auto* conv = dynamic_cast<Conv2dImpl*>(m.get())) conv->unpack();

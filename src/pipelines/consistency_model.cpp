@@ -7,6 +7,9 @@
 #include "cm/error.h"
 #include "cm/pipeline.h"
 #include "pipelines/sampling_loop.h"
+#if CM_ONEDNN_DIRECT
+#include "kernels/onednn_conv.h"
+#endif
 #if CM_CUDA
 #include "pipelines/cuda_graphs.h"
 #endif
@@ -98,6 +101,14 @@ void check_cpu_float16() {
 
 }  // namespace
 
+bool winograd_supported() {
+#if CM_ONEDNN_DIRECT
+  return kernels::winograd_available();
+#else
+  return false;
+#endif
+}
+
 ConsistencyModelPipeline ConsistencyModelPipeline::from_pretrained(const std::string& path,
                                                                    const LoadOptions& options) {
   if (!fs::exists(path)) throw Error(path + ": model folder does not exist");
@@ -123,7 +134,9 @@ ConsistencyModelPipeline ConsistencyModelPipeline::from_pretrained(const std::st
   auto load = [&](const at::Device& d) {
     return load_unet(unet_dir, options.dtype, d, options.variant, at::MemoryFormat::ChannelsLast);
   };
-  ConsistencyModelPipeline pipe(load(devices.front()), CMStochasticIterativeScheduler(sc));
+  auto unet = load(devices.front());
+  if (options.winograd && devices.front().is_cpu()) unet->use_winograd(true);
+  ConsistencyModelPipeline pipe(unet, CMStochasticIterativeScheduler(sc));
   for (size_t i = 1; i < devices.size(); ++i) {
     auto replica = load(devices[i]);
     replica->eval();

@@ -200,7 +200,9 @@ std::string parameters_text(const ImageRequest& r, const ModelInfo& m,
     ss << ", steps: " << r.num_inference_steps;
   }
   if (label) ss << ", class: " << *label;
-  ss << ", dtype: " << m.dtype << ", scheduler: CMStochasticIterativeScheduler"
+  ss << ", dtype: " << m.dtype;
+  if (m.winograd) ss << ", convolution: winograd";
+  ss << ", scheduler: CMStochasticIterativeScheduler"
      << ", size: " << m.sample_size << "x" << m.sample_size << ", generator: cm " << CM_VERSION;
   return ss.str();
 }

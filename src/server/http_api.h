@@ -31,6 +31,7 @@ struct ModelInfo {
   int num_train_timesteps = 40;
   double sigma_min = 0.002, sigma_max = 80.0;  // the scheduler's noise range
   std::string dtype = "float32";
+  bool winograd = false;  // cm serve --winograd took effect: the PNG text says so
 };
 
 struct ParsedGeneration {

@@ -5,6 +5,7 @@
 
 #include "cm/bench.h"
 #include "cm/error.h"
+#include "cm/pipeline.h"
 #include "cm/tuning.h"
 #include "common.h"
 #include "subcommands.h"
@@ -19,7 +20,7 @@ Runner add_bench(CLI::App& app) {
     BenchOptions o;
     std::string models = "imagenet64", batches = "1", steps = "1", dtypes = "float32",
                 threads = "0", save, timesteps, graphs = "on";
-    bool json = false, flops = false, kernels = false, contended = false;
+    bool json = false, flops = false, kernels = false, contended = false, winograd = false;
     std::string serve, concurrency = "1,4,16,64", api_key;
     double duration = 20, warmup = -1;
   };
@@ -52,6 +53,9 @@ Runner add_bench(CLI::App& app) {
                "first --threads, --repetitions) and exit");
   app.add_flag("--contended", a->contended,
                "CPU: time each row idle, then again while a sibling process keeps one core busy");
+  app.add_flag("--winograd", a->winograd,
+               "CPU float32: time each row with direct convolutions, then with oneDNN's "
+               "Winograd ones (AVX-512 CPUs)");
   app.add_flag("--json", a->json, "JSON instead of a markdown table");
 #if CM_SERVER
   app.add_option("--serve", a->serve,
@@ -121,6 +125,13 @@ Runner add_bench(CLI::App& app) {
       throw Error("--cuda-graphs: unknown value '" + a->graphs + "' (on, off, both)");
     }
     if (a->contended) a->o.contended = {false, true};
+    if (a->winograd) {
+      if (!winograd_supported())
+        std::fprintf(stderr,
+                     "--winograd: no Winograd kernel here (it needs the LibTorch 1.13 build and an "
+                     "AVX-512 CPU); direct rows only\n");
+      a->o.winograd = {false, true};
+    }
     for (int t : a->o.threads)
       if (t < 0) throw Error("-t/--threads: must be at least 0, got " + std::to_string(t));
     if (a->flops) {

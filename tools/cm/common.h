@@ -34,8 +34,14 @@ struct DeviceArgs {
   std::string device = "cpu";
   std::string devices;  // "0,1": split each batch over these GPUs
   bool no_cuda_graphs = false;
+  bool winograd = false;
 };
 void add_device_options(CLI::App& app, DeviceArgs& args);
+// --winograd (LoadOptions::winograd), for the subcommands that load a model.
+void add_winograd_flag(CLI::App& app, bool& winograd);
+// Sets load.winograd: cm::Error off the CPU; one line on stderr where this build or CPU has no
+// Winograd kernel (the convolutions then stay direct).
+void apply_winograd(bool winograd, LoadOptions& load);
 // Sets load.device and load.devices; cm::Error naming the flag for a bad value or a GPU index
 // this machine does not have.
 void apply_device_args(const DeviceArgs& args, LoadOptions& load);

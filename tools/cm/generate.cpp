@@ -69,7 +69,11 @@ std::string parameters_text(const GenerateArgs& a, uint64_t seed, const at::Tens
     ss << ", timesteps: " << join(timesteps);
   }
   if (label) ss << ", class: " << *label;
-  ss << ", dtype: " << a.dtype << ", scheduler: CMStochasticIterativeScheduler"
+  ss << ", dtype: " << a.dtype;
+  // Not bit-exact float32: say so, so that the image can be reproduced.
+  if (a.dev.winograd && a.dev.device == "cpu" && winograd_supported())
+    ss << ", convolution: winograd";
+  ss << ", scheduler: CMStochasticIterativeScheduler"
      << ", size: " << images.size(2) << "x" << images.size(1) << ", generator: cm " << CM_VERSION;
   return ss.str();
 }

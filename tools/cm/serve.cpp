@@ -79,6 +79,7 @@ struct ServeArgs {
   int keep_alive = 15;
   std::string dtype = "float32";
   std::string variant;
+  bool winograd = false;
   std::string device = "cpu";
   int threads = 0;
   int max_batch = 16;
@@ -130,6 +131,7 @@ int run_serve(const ServeArgs& a) {
   load.device = parse_device(a.device);
   load.dtype = choose_dtype(a.dtype, load.device);
   load.variant = a.variant;
+  apply_winograd(a.winograd, load);
   const std::string model = model_or_default(a.model);
   if (a.model.empty() && !fs::exists(model))
     throw Error("no -m given and the default model " + model + " is missing");
@@ -200,6 +202,7 @@ int run_serve(const ServeArgs& a) {
   info.sigma_min = pipe.scheduler().config().sigma_min;
   info.sigma_max = pipe.scheduler().config().sigma_max;
   info.dtype = dtype_name(load.dtype);  // as cm generate writes it into the PNG text
+  info.winograd = load.winograd;
   front.set_ready(&engine, info);
   log(a.quiet, "ready: " + model);
 
@@ -265,6 +268,7 @@ Runner add_serve(CLI::App& app) {
                  "computes it natively, else float32)")
       ->capture_default_str();
   app.add_option("--device", args->device, "cpu, cuda or cuda:N")->capture_default_str();
+  add_winograd_flag(app, args->winograd);
   app.add_option(
       "-t,--threads", args->threads,
       "CPU threads (default 0: the cores other processes leave free, checked before each "
