@@ -59,9 +59,9 @@ struct PackedConv2d::Impl {
     dnnl::convolution_forward conv;
     dnnl::memory::desc src, dst, bias, weights;
     int64_t out_h, out_w;
+    std::string name{};  // oneDNN's, e.g. "jit_wino_4x3:avx512_core"
     // Winograd: the kernel's own (blocked) activation layouts, and the reorders into and out of
     // them from the caller's src and dst.
-    std::string name{};  // oneDNN's, e.g. "jit_wino_4x3:avx512_core"
     bool winograd = false;
     dnnl::memory::desc blocked_src{}, blocked_dst{};
     dnnl::reorder to_blocked{}, from_blocked{};
@@ -73,8 +73,8 @@ struct PackedConv2d::Impl {
   bool channels_last;  // the weight was: outputs are NHWC then, whatever the input (as LibTorch)
   bool winograd = false;
   dnnl::memory weights;  // in the layout the last direct primitive run wanted
-  // Winograd copies of the weights, one per layout a Winograd kernel asked for (oneDNN's F(2×2)
-  // and F(4×4) kernels want different ones); reorderable into, never back out of.
+  // Winograd copies of the weights, one per layout a Winograd kernel asked for (one per image
+  // size, see primitive()); oneDNN reorders into these layouts, never back out of them.
   std::vector<std::pair<dnnl::memory::desc, dnnl::memory>> winograd_weights;
   std::map<Key, Primitive> primitives;
   // Callers on several threads share one layer: primitives are added and weights reordered
