@@ -71,8 +71,7 @@ std::string parameters_text(const GenerateArgs& a, uint64_t seed, const at::Tens
   if (label) ss << ", class: " << *label;
   ss << ", dtype: " << a.dtype;
   // Not bit-exact float32: say so, so that the image can be reproduced.
-  if (a.dev.winograd && a.dev.device == "cpu" && winograd_supported())
-    ss << ", convolution: winograd";
+  if (a.dev.winograd) ss << ", convolution: winograd";
   ss << ", scheduler: CMStochasticIterativeScheduler"
      << ", size: " << images.size(2) << "x" << images.size(1) << ", generator: cm " << CM_VERSION;
   return ss.str();
@@ -104,6 +103,7 @@ int run_generate(GenerateArgs a) {
   }
   load.dtype = choose_dtype(a.dtype, load.device);
   a.dtype = dtype_name(load.dtype);  // what the PNG text records: `auto` resolved
+  a.dev.winograd = load.winograd && load.dtype == at::kFloat;  // and whether Winograd ran
   set_threads(a.threads);
 
   const std::string model = model_or_default(a.model);

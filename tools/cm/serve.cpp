@@ -202,7 +202,7 @@ int run_serve(const ServeArgs& a) {
   info.sigma_min = pipe.scheduler().config().sigma_min;
   info.sigma_max = pipe.scheduler().config().sigma_max;
   info.dtype = dtype_name(load.dtype);  // as cm generate writes it into the PNG text
-  info.winograd = load.winograd;
+  info.winograd = load.winograd && load.dtype == at::kFloat;
   front.set_ready(&engine, info);
   log(a.quiet, "ready: " + model);
 
