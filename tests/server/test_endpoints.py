@@ -390,3 +390,20 @@ def test_kept_alive_connection_serves_many_requests(server):
         assert (r.getheader("Connection") or "").lower() != "close", seed
         assert conn.sock is first, seed
     conn.close()
+
+
+def test_winograd_matches_cm_generate_winograd(tmp_path):
+    """--winograd: a request's image is `cm generate --winograd`'s for the same arguments (to one
+    level: the kernels' blocking may follow the thread count), and both PNG texts say whether
+    Winograd ran (only on AVX-512 CPUs, in the LibTorch 1.13 build)."""
+    reference = cm_generate(str(tmp_path / "gen"), "-s", "4", "--class", "3", "--winograd")
+    with open(reference[0], "rb") as f:
+        ref = png.decode(f.read())
+    with CmServer(args=["--winograd"]) as s:
+        status, _, answer = s.post("/v1/images/generations", {"prompt": "3", "seed": 4, "n": 1})
+        assert status == 200, answer
+        got = png.decode(base64.b64decode(json.loads(answer)["data"][0]["b64_json"]))
+    assert (got.width, got.height, got.channels) == (ref.width, ref.height, ref.channels)
+    assert max(abs(a - b) for a, b in zip(got.pixels, ref.pixels)) <= 1
+    ran = "convolution: winograd" in ref.text["parameters"]
+    assert ("convolution: winograd" in got.text["parameters"]) == ran, got.text
