@@ -122,10 +122,10 @@ TEST(Conv2dPrepack, OtherDtypesStayPlain) {
   EXPECT_FALSE(conv->is_prepacked());
 }
 
-TEST(Conv2dPrepack, UNetStateDictIsUnchangedByPacking) {
-  SKIP_WITHOUT_ONEDNN_DIRECT();
+// Two blocks, one with attention: every kind of convolution the published models have.
+UNetConfig small_unet_config(int sample_size) {
   UNetConfig c;
-  c.sample_size = 8;
+  c.sample_size = sample_size;
   c.in_channels = c.out_channels = 3;
   c.block_out_channels = {32, 64};
   c.down_block_types = {"DownBlock2D", "AttnDownBlock2D"};
@@ -133,6 +133,12 @@ TEST(Conv2dPrepack, UNetStateDictIsUnchangedByPacking) {
   c.layers_per_block = 1;
   c.attention_head_dim = 8;
   c.norm_num_groups = 8;
+  return c;
+}
+
+TEST(Conv2dPrepack, UNetStateDictIsUnchangedByPacking) {
+  SKIP_WITHOUT_ONEDNN_DIRECT();
+  const UNetConfig c = small_unet_config(8);
   torch::manual_seed(1);
   UNet2DModel unet(c);
   unet->eval();
@@ -289,15 +295,7 @@ TEST(Conv2dWinograd, LayerAndUNetSwitch) {
   EXPECT_FALSE(conv->is_prepacked());
   EXPECT_TRUE(at::allclose(conv->forward(x), plain, 1e-5, 1e-5));
 
-  UNetConfig c;
-  c.sample_size = 16;
-  c.in_channels = c.out_channels = 3;
-  c.block_out_channels = {32, 64};
-  c.down_block_types = {"DownBlock2D", "AttnDownBlock2D"};
-  c.up_block_types = {"AttnUpBlock2D", "UpBlock2D"};
-  c.layers_per_block = 1;
-  c.attention_head_dim = 8;
-  c.norm_num_groups = 8;
+  const UNetConfig c = small_unet_config(16);
   torch::manual_seed(7);
   UNet2DModel unet(c);
   unet->eval();

@@ -5,7 +5,6 @@
 
 #include "cm/bench.h"
 #include "cm/error.h"
-#include "cm/pipeline.h"
 #include "cm/tuning.h"
 #include "common.h"
 #include "subcommands.h"
@@ -126,10 +125,7 @@ Runner add_bench(CLI::App& app) {
     }
     if (a->contended) a->o.contended = {false, true};
     if (a->winograd) {
-      if (!winograd_supported())
-        std::fprintf(stderr,
-                     "--winograd: no Winograd kernel here (it needs the LibTorch 1.13 build and an "
-                     "AVX-512 CPU); direct rows only\n");
+      winograd_or_warn();  // the Winograd rows are then left out
       a->o.winograd = {false, true};
     }
     for (int t : a->o.threads)

@@ -61,13 +61,15 @@ void apply_winograd(bool winograd, LoadOptions& load) {
   if (!winograd) return;
   if (!load.device.is_cpu())
     throw Error("--winograd: CPU only (the model is on " + load.device.str() + ")");
-  if (!winograd_supported()) {
-    std::cerr << "--winograd: no Winograd kernel here (it needs the LibTorch 1.13 build and an "
-                 "AVX-512 CPU); the convolutions stay direct"
-              << std::endl;
-    return;
-  }
-  load.winograd = true;
+  load.winograd = winograd_or_warn();
+}
+
+bool winograd_or_warn() {
+  if (winograd_supported()) return true;
+  std::cerr << "--winograd: no Winograd kernel here (it needs the LibTorch 1.13 build and an "
+               "AVX-512 CPU); the convolutions stay direct"
+            << std::endl;
+  return false;
 }
 
 void apply_device_args(const DeviceArgs& a, LoadOptions& load) {

@@ -42,6 +42,8 @@ void add_winograd_flag(CLI::App& app, bool& winograd);
 // Sets load.winograd: cm::Error off the CPU; one line on stderr where this build or CPU has no
 // Winograd kernel (the convolutions then stay direct).
 void apply_winograd(bool winograd, LoadOptions& load);
+// False, after that line on stderr, where --winograd cannot take effect here.
+bool winograd_or_warn();
 // Sets load.device and load.devices; cm::Error naming the flag for a bad value or a GPU index
 // this machine does not have.
 void apply_device_args(const DeviceArgs& args, LoadOptions& load);
