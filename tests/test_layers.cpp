@@ -184,6 +184,49 @@ TEST(Conv2dPrepack, UNetStateDictIsUnchangedByPacking) {
   EXPECT_TRUE(at::allclose(packed, plain, 1e-4, 1e-5));
 }
 
+// prepack_weights() packs every convolution at load, from one forward of an empty batch; the calls
+// after it must give what packing in the first call gives, bit for bit, at the batch it packed
+// for and at others, and the weights must stay what they were.
+TEST(Conv2dPrepack, PrepackWeightsPacksEveryConvolutionAtLoad) {
+  SKIP_WITHOUT_ONEDNN_DIRECT();
+  UNetConfig c = small_unet_config(16);
+  c.num_class_embeds = 10;
+  auto make = [&] {
+    torch::manual_seed(2);
+    UNet2DModel unet(c);
+    unet->eval();
+    unet->to_channels_last();
+    unet->allow_weight_prepacking(true);
+    return unet;
+  };
+  auto at_load = make();
+  auto lazy = make();
+  const auto weights = lazy->state_dict();
+  EXPECT_FALSE(lazy->prepack_weights(0));
+  ASSERT_TRUE(at_load->prepack_weights(1));
+  int convs = 0, packed = 0;
+  for (const auto& m : at_load->modules(false)) {
+    if (auto* conv = dynamic_cast<models::Conv2dImpl*>(m.get())) {
+      ++convs;
+      packed += conv->is_prepacked();
+    }
+  }
+  EXPECT_GT(convs, 10);
+  EXPECT_EQ(packed, convs);
+  for (const auto& [k, v] : at_load->state_dict()) EXPECT_TRUE(at::equal(v, weights.at(k))) << k;
+  torch::NoGradGuard no_grad;
+  for (int64_t batch : {1, 3}) {
+    const auto x = at::randn({batch, 3, 16, 16});
+    const auto t = at::full({batch}, 10.0);
+    const auto labels = at::arange(batch, at::kLong);
+    EXPECT_TRUE(at::equal(at_load->forward(x, t, labels), lazy->forward(x, t, labels))) << batch;
+  }
+  // Not allowed to pack: nothing happens.
+  torch::manual_seed(2);
+  UNet2DModel plain(c);
+  EXPECT_FALSE(plain->prepack_weights(1));
+}
+
 // Winograd (opt-in, LoadOptions::winograd) computes a 3×3 convolution from transformed tiles:
 // not the direct convolution's rounding, and the bound it must keep is 1e-5 of the output's
 // largest magnitude (measured 0.3–2e-6 on ImageNet-64's layer shapes). Where this CPU has no

@@ -42,9 +42,9 @@ struct BenchOptions {
   std::vector<bool> contended = {false};
   // CPU float32: rows with LoadOptions::winograd off and/or on (cm bench --winograd: both).
   std::vector<bool> winograd = {false};
-  // Called before each model is loaded or built, and after its first (warm-up) call: a program
+  // Called before each model is loaded or built, and once it is ready (weights packed): a program
   // can tune its allocator for each phase (cm does, cm/tuning.h).
-  std::function<void()> before_load, after_first_call;
+  std::function<void()> before_load, after_load;
 };
 
 struct BenchRow {
@@ -57,8 +57,9 @@ struct BenchRow {
   std::vector<int64_t> timesteps;  // when given explicitly
   bool cuda_graphs = false;
   double process_start_s = -1;  // from the process's start to the benchmark's (loading LibTorch)
-  double load_s = -1;           // loading the folder (-1: built in memory)
-  double first_call_s = 0;      // first pipeline call (allocations, oneDNN primitive creation)
+  double load_s = -1;           // reading the folder and packing the weights (built in memory:
+                                // packing only)
+  double first_call_s = 0;      // first pipeline call (allocations, primitives for new shapes)
   double ms_per_image = 0;      // median steady state
   double images_per_s = 0;
   double gflop_per_image = 0;  // UNet forwards only: steps × one forward

@@ -52,6 +52,10 @@ class UNet2DModelImpl : public torch::nn::Module {
   // and load_state_dict() unpack first). Bit-for-bit the same weights; outputs differ by float
   // rounding. The pipeline turns this on for CPU models.
   void allow_weight_prepacking(bool allow);
+  // With prepacking allowed: packs every convolution now, for calls of `batch` samples at the
+  // configured sample_size, instead of in the first call (one forward of an empty batch, which
+  // computes nothing). Returns false where nothing was packed (not allowed, a GPU, no oneDNN).
+  bool prepack_weights(int64_t batch = 1);
   // With prepacking: float32 3×3 stride-1 convolutions by oneDNN's Winograd kernels where this
   // CPU has them (LoadOptions::winograd): faster, not bit-exact. Set before the first call.
   void use_winograd(bool winograd);

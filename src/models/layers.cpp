@@ -15,6 +15,7 @@ namespace cm::models {
 namespace {
 
 thread_local bool t_skip_init = false;
+thread_local int64_t t_prepack_batch = 0;  // PrepackScope's
 
 // torch::nn's default: kaiming-uniform weights with a = sqrt(5), and a bias uniform in
 // ±1/sqrt(fan_in). Same calls in the same order, so a seed gives the same model as before.
@@ -38,9 +39,16 @@ void return_freed_heap_pages() {
 SkipInitGuard::SkipInitGuard() : previous_(t_skip_init) { t_skip_init = true; }
 SkipInitGuard::~SkipInitGuard() { t_skip_init = previous_; }
 
+PrepackScope::PrepackScope(int64_t batch) : previous_(t_prepack_batch) {
+  t_prepack_batch = batch;
+}
+PrepackScope::~PrepackScope() {
+  t_prepack_batch = previous_;
+}
+
 Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride,
                        int64_t padding)
-    : stride_(stride), padding_(padding) {
+    : out_channels_(out_channels), kernel_(kernel), stride_(stride), padding_(padding) {
   weight = register_parameter("weight", at::empty({out_channels, in_channels, kernel, kernel}));
   bias = register_parameter("bias", at::empty({out_channels}));
   default_init(weight, bias);
@@ -65,6 +73,7 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
     unpack();
     return at::conv2d(x, weight, bias, stride_, padding_);
   }
+  if (t_prepack_batch > 0 && x.dim() == 4 && x.size(0) == 0) return pack_only(x);
   auto packed = std::atomic_load(&packed_);
   if (!packed && allow_prepack_ && !cannot_pack_) return pack_and_run(x);
   if (packed) {
@@ -83,28 +92,7 @@ at::Tensor Conv2dImpl::pack_and_run(const at::Tensor& x) {
   // lock, while the others wait instead of reading the weight it is moving.
   {
     std::lock_guard<std::mutex> lock(*pack_mutex_);
-    if (!packed_ && should_prepack(x)) {
-      dense_format_ = weight.is_contiguous(at::MemoryFormat::ChannelsLast)
-                          ? at::MemoryFormat::ChannelsLast
-                          : at::MemoryFormat::Contiguous;
-      std::shared_ptr<kernels::PackedConv2d> packed;
-      try {
-        packed =
-            std::make_shared<kernels::PackedConv2d>(weight, stride_, padding_, x, bias, winograd_);
-      } catch (const std::exception&) {
-        // oneDNN has no kernel for this case on this CPU (bfloat16 without AVX-512, say):
-        // LibTorch's convolution handles it, as it does without packing.
-        cannot_pack_ = true;
-      }
-      if (packed) {
-        torch::NoGradGuard no_grad;
-        weight.set_data(at::empty({0}, weight.options()));  // the handle stays, for unpack()
-        parameters_["weight"] = at::Tensor();
-        std::atomic_store(&packed_, packed);
-        // Without this, packing a 1.1 GB model raised its peak resident memory by ~450 MB.
-        return_freed_heap_pages();
-      }
-    }
+    if (!packed_ && should_prepack(x)) pack_locked(x);
     // Not packed (this input cannot be, or oneDNN declined): run here, where no other thread
     // can move the weight away meanwhile.
     if (!packed_) return at::conv2d(x, weight, bias, stride_, padding_);
@@ -114,6 +102,48 @@ at::Tensor Conv2dImpl::pack_and_run(const at::Tensor& x) {
   return at::conv2d(x, weight, bias, stride_, padding_);
 #endif
 }
+
+#if CM_ONEDNN_DIRECT
+void Conv2dImpl::pack_locked(const at::Tensor& x) {
+  dense_format_ = weight.is_contiguous(at::MemoryFormat::ChannelsLast)
+                      ? at::MemoryFormat::ChannelsLast
+                      : at::MemoryFormat::Contiguous;
+  std::shared_ptr<kernels::PackedConv2d> packed;
+  try {
+    packed = std::make_shared<kernels::PackedConv2d>(weight, stride_, padding_, x, bias, winograd_);
+  } catch (const std::exception&) {
+    // oneDNN has no kernel for this case on this CPU (bfloat16 without AVX-512, say):
+    // LibTorch's convolution handles it, as it does without packing.
+    cannot_pack_ = true;
+  }
+  if (!packed) return;
+  torch::NoGradGuard no_grad;
+  weight.set_data(at::empty({0}, weight.options()));  // the handle stays, for unpack()
+  parameters_["weight"] = at::Tensor();
+  std::atomic_store(&packed_, packed);
+  // Without this, packing a 1.1 GB model raised its peak resident memory by ~450 MB.
+  return_freed_heap_pages();
+}
+
+at::Tensor Conv2dImpl::pack_only(const at::Tensor& x) {
+  // Activations follow the weight's layout in a forward (the UNet makes its input NHWC for an NHWC
+  // model), so the batch packed for does too.
+  auto format = dense_format_;
+  if (allow_prepack_ && !cannot_pack_) {
+    std::lock_guard<std::mutex> lock(*pack_mutex_);
+    if (!packed_) {
+      format = weight.is_contiguous(at::MemoryFormat::ChannelsLast) ? at::MemoryFormat::ChannelsLast
+                                                                    : at::MemoryFormat::Contiguous;
+      const auto like = at::empty({t_prepack_batch, x.size(1), x.size(2), x.size(3)},
+                                  x.options().memory_format(format));
+      if (should_prepack(like)) pack_locked(like);
+    }
+  }
+  const int64_t oh = (x.size(2) + 2 * padding_ - kernel_) / stride_ + 1;
+  const int64_t ow = (x.size(3) + 2 * padding_ - kernel_) / stride_ + 1;
+  return at::empty({0, out_channels_, oh, ow}, x.options().memory_format(format));
+}
+#endif
 
 at::Tensor Conv2dImpl::dense_weight() const {
 #if CM_ONEDNN_DIRECT

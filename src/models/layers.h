@@ -33,6 +33,21 @@ class SkipInitGuard {
   bool previous_;
 };
 
+// While one lives, a Conv2d that may prepack and is given an empty batch on this thread packs its
+// weight for inputs of that shape with `batch` samples and returns the empty output without
+// computing anything: one forward of an empty batch then packs a whole model for the shapes its
+// real calls will see (UNet2DModel::prepack_weights).
+class PrepackScope {
+ public:
+  explicit PrepackScope(int64_t batch);
+  ~PrepackScope();
+  PrepackScope(const PrepackScope&) = delete;
+  PrepackScope& operator=(const PrepackScope&) = delete;
+
+ private:
+  int64_t previous_;
+};
+
 // torch::nn::Conv2d(Conv2dOptions(in, out, kernel).stride(stride).padding(padding)): zero
 // padding, bias, the same kaiming-uniform draws in the same order.
 class Conv2dImpl : public torch::nn::Module {
@@ -69,8 +84,10 @@ class Conv2dImpl : public torch::nn::Module {
  private:
   bool should_prepack(const at::Tensor& x) const;
   at::Tensor pack_and_run(const at::Tensor& x);
+  void pack_locked(const at::Tensor& x);                // under pack_mutex_
+  at::Tensor pack_only(const at::Tensor& empty_batch);  // PrepackScope
 
-  int64_t stride_, padding_;
+  int64_t out_channels_, kernel_, stride_, padding_;
   bool allow_prepack_ = false;
   bool winograd_ = false;
   std::atomic<bool> cannot_pack_{false};  // oneDNN had no kernel for it on this CPU

@@ -207,6 +207,34 @@ void UNet2DModelImpl::allow_weight_prepacking(bool allow) {
   }
 }
 
+bool UNet2DModelImpl::prepack_weights(int64_t batch) {
+#if CM_ONEDNN_DIRECT
+  const auto& w = conv_in_->weight;
+  if (batch < 1 || !w.device().is_cpu() || config_.sample_size <= 0) return false;
+  torch::NoGradGuard no_grad;  // a forward with gradients unpacks
+  PrepackScope scope(batch);
+  const auto options = at::TensorOptions().dtype(w.scalar_type());
+  const auto sample = at::empty({0, config_.in_channels, config_.sample_size, config_.sample_size},
+                                options.memory_format(at::MemoryFormat::ChannelsLast));
+  std::optional<at::Tensor> labels;
+  if (class_embedding_)
+    labels =
+        at::empty({0}, config_.class_embed_type == "identity" ? options : options.dtype(at::kLong));
+  try {
+    forward(sample, at::zeros({0}, at::kFloat), labels);
+  } catch (const std::exception&) {
+    // An operation that refuses an empty batch: the layers after it pack in the first call, as
+    // without this.
+    return false;
+  }
+  for (auto& m : modules(/*include_self=*/false)) {
+    if (auto* conv = dynamic_cast<Conv2dImpl*>(m.get()); conv && conv->is_prepacked()) return true;
+  }
+#endif
+  (void)batch;
+  return false;
+}
+
 void UNet2DModelImpl::use_winograd(bool winograd) {
   for (auto& m : modules(/*include_self=*/false))
     if (auto* conv = dynamic_cast<Conv2dImpl*>(m.get())) conv->set_winograd(winograd);

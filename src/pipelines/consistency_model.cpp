@@ -39,7 +39,12 @@ ConsistencyModelPipeline::ConsistencyModelPipeline(UNet2DModel unet,
   // oneDNN's and cuDNN's convolutions run faster on NHWC, and the attention blocks then read
   // their tokens without a transpose copy (docs/performance.md).
   unet_->to_channels_last();
-  if (unet_->parameters().front().device().is_cpu()) unet_->allow_weight_prepacking(true);
+  if (unet_->parameters().front().device().is_cpu()) {
+    unet_->allow_weight_prepacking(true);
+    // Packed here rather than in the first call, which then costs what later ones do
+    // (docs/performance.md); the layout picked for one sample serves other batch sizes too.
+    unet_->prepack_weights(1);
+  }
   graphs_ = std::make_shared<CudaGraphs>();
 }
 

@@ -150,7 +150,7 @@ Runner add_bench(CLI::App& app) {
       return 0;
     }
     a->o.before_load = memory_policy_for_loading;
-    a->o.after_first_call = memory_policy_for_running;
+    a->o.after_load = memory_policy_for_running;
     const auto rows = run_bench(a->o);
     std::fputs((a->json ? bench_json(rows) : bench_markdown(rows)).c_str(), stdout);
     return 0;

@@ -147,6 +147,7 @@ int run_generate(GenerateArgs a) {
   const auto t1 = std::chrono::steady_clock::now();
   log(a.quiet, "loaded " + model + " in " +
                    std::to_string(std::chrono::duration<double>(t1 - t0).count()) + " s");
+  memory_policy_for_running();  // the weights are loaded and packed by now
   auto last = t1;
   InterruptGuard interrupt_guard;
   o.on_step = [&](int i, int n, double t, const at::Tensor&) {
@@ -157,19 +158,13 @@ int run_generate(GenerateArgs a) {
                   std::chrono::duration<double>(now - last).count());
     last = now;
     log(a.quiet, line);
-    if (i == 0) memory_policy_for_running();  // the weights are loaded and packed by now
   };
   if (chunked) {
     SamplingOptions so;
     so.num_images = a.batch_size;
     so.chunk_size = a.chunk_size;
     so.generate = o;
-    bool first_step = true;  // one progress line per chunk instead of one per step
-    so.generate.on_step = [&](int, int, double, const at::Tensor&) {
-      throw_if_interrupted();
-      if (first_step) memory_policy_for_running();
-      first_step = false;
-    };
+    so.generate.on_step = [&](int, int, double, const at::Tensor&) { throw_if_interrupted(); };
     so.distributed = dist;
     ChunkedOutput out{a.output, a.quiet || dist.rank != 0,
                       [&](uint64_t seed, const at::Tensor& images, std::optional<int64_t> label) {
