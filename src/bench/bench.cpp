@@ -26,6 +26,26 @@ namespace cm {
 
 namespace fs = std::filesystem;
 
+bench_util::BenchPipeline bench_util::load_bench_pipeline(const std::string& model,
+                                                          const LoadOptions& load) {
+  BenchPipeline out;
+  if (fs::is_directory(model)) {
+    const auto t = Clock::now();
+    out.pipe = std::make_unique<ConsistencyModelPipeline>(
+        ConsistencyModelPipeline::from_pretrained(model, load));
+    out.load_s = seconds_since(t);
+    return out;
+  }
+  torch::manual_seed(0);
+  UNet2DModel unet(bench_architecture(model));
+  unet->to(load.device, load.dtype);
+  if (load.winograd && load.device.is_cpu()) unet->use_winograd(true);
+  const auto t = Clock::now();
+  out.pipe = std::make_unique<ConsistencyModelPipeline>(unet, CMStochasticIterativeScheduler());
+  out.load_s = seconds_since(t);
+  return out;
+}
+
 namespace {
 
 using bench_util::Clock;
@@ -221,24 +241,7 @@ std::vector<BenchRow> run_bench(const BenchOptions& o) {
           LoadOptions load;
           load.dtype = dtype_of(dtype);
           load.winograd = winograd;
-          double load_s = -1;
-          const auto t_load = Clock::now();
-          std::unique_ptr<ConsistencyModelPipeline> pipe;
-          if (fs::is_directory(model)) {
-            pipe = std::make_unique<ConsistencyModelPipeline>(
-                ConsistencyModelPipeline::from_pretrained(model, load));
-            load_s = seconds_since(t_load);
-          } else {
-            torch::manual_seed(0);
-            UNet2DModel unet(bench_architecture(model));
-            unet->to(load.dtype);
-            unet->use_winograd(winograd);
-            // No file to read: load is the pipeline's own preparation (NHWC, packing).
-            const auto t_prepare = Clock::now();
-            pipe =
-                std::make_unique<ConsistencyModelPipeline>(unet, CMStochasticIterativeScheduler());
-            load_s = seconds_since(t_prepare);
-          }
+          auto [pipe, load_s] = bench_util::load_bench_pipeline(model, load);
           if (o.after_load) o.after_load();
           const double gflop = count_unet_flops(pipe->unet()->config()).total() / 1e9;
           for (int batch : o.batch_sizes) {

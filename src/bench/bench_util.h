@@ -1,10 +1,11 @@
 #pragma once
-// Small helpers shared by cm bench's model grid (bench.cpp) and its kernel rows
+// Small helpers shared by cm bench's model grids (bench.cpp, cuda_bench.cpp) and its kernel rows
 // (kernel_bench.cpp).
 #include <c10/core/ScalarType.h>
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "cm/bench.h"
 #include "cm/dtype.h"
 #include "cm/error.h"
+#include "cm/pipeline.h"
 
 namespace cm::bench_util {
 
@@ -40,5 +42,14 @@ inline double median(std::vector<double> v) {
 inline int resolve_threads(int t) {
   return t > 0 ? t : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
+
+// A row's model: a folder is loaded with `load`; an architecture name (bench_architecture) is
+// built with random weights drawn from seed 0, on load.device in load.dtype. load_s is the time to
+// a runnable pipeline, weights packed: reading the folder and packing, or the packing alone.
+struct BenchPipeline {
+  std::unique_ptr<ConsistencyModelPipeline> pipe;
+  double load_s = 0;
+};
+BenchPipeline load_bench_pipeline(const std::string& model, const LoadOptions& load);
 
 }  // namespace cm::bench_util

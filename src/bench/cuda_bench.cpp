@@ -74,19 +74,7 @@ std::vector<BenchRow> run_cuda_bench(const BenchOptions& o) {
       LoadOptions load;
       load.dtype = dtype_of(dtype);
       load.device = device;
-      double load_s = -1;
-      const auto t_load = Clock::now();
-      std::unique_ptr<ConsistencyModelPipeline> pipe;
-      if (fs::is_directory(model)) {
-        pipe = std::make_unique<ConsistencyModelPipeline>(
-            ConsistencyModelPipeline::from_pretrained(model, load));
-        load_s = seconds_since(t_load);
-      } else {
-        torch::manual_seed(0);
-        UNet2DModel unet(bench_architecture(model));
-        unet->to(device, load.dtype);
-        pipe = std::make_unique<ConsistencyModelPipeline>(unet, CMStochasticIterativeScheduler());
-      }
+      auto [pipe, load_s] = bench_util::load_bench_pipeline(model, load);
       const double gflop = count_unet_flops(pipe->unet()->config()).total() / 1e9;
       for (int batch : o.batch_sizes) {
         for (int steps : bench_util::step_counts(o)) {
