@@ -30,6 +30,7 @@ using test::RunResult;
 class CliTest : public test::TempDirTest {};
 
 const std::string kCond = CM_GOLDEN_DIR "/tiny_cond";
+const std::string kShippedModel = CM_MODELS_DIR "/fmnist-cm";
 
 TEST_F(CliTest, OneStepPngHasExactlyTheGoldenPixels) {
   const auto r =
@@ -233,6 +234,30 @@ TEST_F(CliTest, EvalOfRealImagesAgainstThemselves) {
   EXPECT_LT(std::abs(distance), 1e-6) << r.output;
   const auto acc_cell = r.output.find(" | ", row + 24);
   EXPECT_NEAR(std::stod(r.output.substr(acc_cell + 3)), accuracy, 1e-4) << r.output;
+}
+
+// --timesteps adds a row per explicit schedule: the shipped model's own two-step schedule
+// (161 training steps: indices 80, 0) gives the "2 steps" row's numbers exactly, another
+// intermediate time other ones; a bad schedule is refused naming the option.
+TEST_F(CliTest, EvalOfExplicitSchedules) {
+  const auto r =
+      run_cm("eval -q -m " + kShippedModel +
+             " --per-class 3 --real-limit 300 --steps 2 --timesteps 80,0 --timesteps 120,0");
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto cells = [&](const std::string& what) {
+    const auto row = r.output.find("| " + what + " | 30 | ");
+    EXPECT_NE(row, std::string::npos) << what << "\n" << r.output;
+    if (row == std::string::npos) return std::string();
+    return r.output.substr(row + what.size() + 9, r.output.find('\n', row) - row - what.size() - 9);
+  };
+  const auto two = cells("2 steps"), same = cells("timesteps 80,0"),
+             other = cells("timesteps 120,0");
+  ASSERT_FALSE(two.empty());
+  EXPECT_EQ(two, same);
+  EXPECT_NE(two, other);
+  const auto bad = run_cm("eval -q -m " + kShippedModel + " --per-class 1 --timesteps 0,5");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.output.find("timesteps"), std::string::npos) << bad.output;
 }
 #endif
 

@@ -35,6 +35,9 @@ struct EvalOptions {
   std::string classifier = "models/fmnist-classifier";
   int64_t samples_per_class = 100;
   std::vector<int> steps = {1, 2};  // sampling step counts to evaluate
+  // Explicit schedules to evaluate as well, a row each: descending timestep indices, as
+  // GenerateOptions::timesteps (say {100, 0} to try another intermediate time for two steps).
+  std::vector<std::vector<int64_t>> timesteps;
   uint64_t seed = 0;
   int64_t real_limit = 0;  // > 0: use only this many real images per split (tests)
   LogCallback log;         // a line per evaluated step count
@@ -65,10 +68,12 @@ class Evaluator {
   explicit Evaluator(const std::string& classifier, int64_t real_limit = 0);
   ~Evaluator();
   double classifier_test_accuracy() const;
-  // One row per step count; the pipeline must be a 1×28×28 model (Fashion-MNIST).
+  // One row per step count, then one per explicit schedule (`timesteps`); the pipeline must be a
+  // 1×28×28 model (Fashion-MNIST).
   std::vector<EvalRow> evaluate(ConsistencyModelPipeline& pipeline, int64_t samples_per_class,
                                 const std::vector<int>& steps, uint64_t seed,
-                                const LogCallback& log = nullptr);
+                                const LogCallback& log = nullptr,
+                                const std::vector<std::vector<int64_t>>& timesteps = {});
   // The real test images against themselves (distance ~0, the classifier's test accuracy).
   EvalRow test_against_itself() const;
   // The first `train_images` training images against the test images: the best a model can do.

@@ -108,7 +108,8 @@ double Evaluator::classifier_test_accuracy() const { return impl_->test_accuracy
 
 std::vector<EvalRow> Evaluator::evaluate(ConsistencyModelPipeline& pipe, int64_t samples_per_class,
                                          const std::vector<int>& steps, uint64_t seed,
-                                         const LogCallback& log) {
+                                         const LogCallback& log,
+                                         const std::vector<std::vector<int64_t>>& timesteps) {
   if (samples_per_class < 1)
     throw Error("--per-class: must be at least 1, got " + std::to_string(samples_per_class));
   const auto& cfg = pipe.unet()->config();
@@ -116,8 +117,9 @@ std::vector<EvalRow> Evaluator::evaluate(ConsistencyModelPipeline& pipe, int64_t
     throw Error("evaluation needs a 1×28×28 model (Fashion-MNIST), this one is " +
                 std::to_string(cfg.in_channels) + "×" + std::to_string(cfg.sample_size) + "²");
   const int classes = cfg.num_class_embeds ? 10 : 0;
-  std::vector<EvalRow> rows;
-  for (int n_steps : steps) {
+  // One schedule: a step count, or explicit timesteps when `explicit_timesteps` is not empty.
+  auto evaluate_one = [&](int n_steps, const std::vector<int64_t>& explicit_timesteps,
+                          const std::string& what) {
     std::vector<at::Tensor> images;
     std::vector<int64_t> wanted;
     const int64_t total = samples_per_class * std::max(classes, 1);
@@ -125,6 +127,7 @@ std::vector<EvalRow> Evaluator::evaluate(ConsistencyModelPipeline& pipe, int64_t
       GenerateOptions g;
       g.batch_size = static_cast<int>(std::min<int64_t>(100, total - done));
       g.num_inference_steps = n_steps;
+      g.timesteps = explicit_timesteps;
       g.seed = seed + static_cast<uint64_t>(done);
       for (int64_t i = 0; i < g.batch_size && classes > 0; ++i)
         g.class_labels.push_back((done + i) / samples_per_class);
@@ -134,17 +137,28 @@ std::vector<EvalRow> Evaluator::evaluate(ConsistencyModelPipeline& pipe, int64_t
     }
     const auto all = at::cat(images).contiguous();
     EvalRow row;
-    row.what = std::to_string(n_steps) + (n_steps == 1 ? " step" : " steps");
+    row.what = what;
     row.frechet = frechet_distance(classify_all(impl_->classifier, all, true), impl_->test_features);
     if (classes > 0) row.accuracy = accuracy(impl_->classifier, all, at::tensor(wanted));
     row.images = all.size(0);
-    rows.push_back(row);
     if (log) {
-      char line[160];
+      char line[200];
       std::snprintf(line, sizeof line, "%s: Fréchet %.3f  accuracy %.4f", row.what.c_str(),
                     row.frechet, row.accuracy);
       log(line);
     }
+    return row;
+  };
+  std::vector<EvalRow> rows;
+  for (int n_steps : steps)
+    rows.push_back(
+        evaluate_one(n_steps, {}, std::to_string(n_steps) + (n_steps == 1 ? " step" : " steps")));
+  for (const auto& schedule : timesteps) {
+    if (schedule.empty()) throw Error("--timesteps: an empty schedule");
+    std::string what = "timesteps ";
+    for (size_t i = 0; i < schedule.size(); ++i)
+      what += (i ? "," : "") + std::to_string(schedule[i]);
+    rows.push_back(evaluate_one(static_cast<int>(schedule.size()), schedule, what));
   }
   return rows;
 }
@@ -173,7 +187,8 @@ EvalResult evaluate(const EvalOptions& o) {
   } else {
     auto pipe = ConsistencyModelPipeline::from_pretrained(o.model);
     try {
-      result.rows = evaluator.evaluate(pipe, o.samples_per_class, o.steps, o.seed, o.log);
+      result.rows =
+          evaluator.evaluate(pipe, o.samples_per_class, o.steps, o.seed, o.log, o.timesteps);
     } catch (const Error& e) {
       throw Error(o.model + ": " + e.what());
     }

@@ -40,6 +40,7 @@ Runner add_eval(CLI::App& app) {
   o->classifier = env ? env : "";
   auto threads = std::make_shared<int>(0);
   auto quiet = std::make_shared<bool>(false);
+  auto schedules = std::make_shared<std::vector<std::string>>();
   app.add_option("-m,--model", o->model,
                  "pipeline folder to evaluate (absent: real test images against themselves)")
       ->check(not_empty());
@@ -52,14 +53,19 @@ Runner add_eval(CLI::App& app) {
   app.add_option("--steps", o->steps, "step counts to evaluate, e.g. 1,2")
       ->delimiter(',')
       ->capture_default_str();
+  app.add_option("--timesteps", *schedules,
+                 "an explicit schedule to evaluate too: descending timestep indices, e.g. 100,0 "
+                 "(repeat for several)")
+      ->check(not_empty());
   app.add_option("-s,--seed", o->seed)->capture_default_str();
   app.add_option("--real-limit", o->real_limit, "use only N real images per split")
       ->check(at_least(1));
   app.add_option("-t,--threads", *threads, "CPU threads (default: all)");
   app.add_flag("-q,--quiet", *quiet, "no progress lines");
-  return [o, threads, quiet] {
+  return [o, threads, quiet, schedules] {
     set_threads(*threads);
     o->log = stderr_log(*quiet);
+    for (const auto& s : *schedules) o->timesteps.push_back(parse_int_list("--timesteps", s));
     if (o->classifier.empty())
       o->classifier = shipped_model("fmnist-classifier", "--classifier DIR or set CM_CLASSIFIER");
     const auto r = evaluate(*o);
