@@ -14,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "cm/config.h"
 #include "cm/image_io.h"
 #include "golden.h"
 #include "io/state_dict.h"
@@ -236,13 +237,16 @@ TEST_F(CliTest, EvalOfRealImagesAgainstThemselves) {
   EXPECT_NEAR(std::stod(r.output.substr(acc_cell + 3)), accuracy, 1e-4) << r.output;
 }
 
-// --timesteps adds a row per explicit schedule: the shipped model's own two-step schedule
-// (161 training steps: indices 80, 0) gives the "2 steps" row's numbers exactly, another
-// intermediate time other ones; a bad schedule is refused naming the option.
+// --timesteps adds a row per explicit schedule: the shipped model's own two-step schedule (the
+// scheduler's indices n/2 and 0 for n training steps) gives the "2 steps" row's numbers exactly,
+// another intermediate time other ones; a bad schedule is refused naming the option.
 TEST_F(CliTest, EvalOfExplicitSchedules) {
-  const auto r =
-      run_cm("eval -q -m " + kShippedModel +
-             " --per-class 3 --real-limit 300 --steps 2 --timesteps 80,0 --timesteps 120,0");
+  const int n =
+      SchedulerConfig::load(kShippedModel + "/scheduler/scheduler_config.json").num_train_timesteps;
+  const std::string own = std::to_string(n / 2) + ",0", other = std::to_string(n * 3 / 4) + ",0";
+  const auto r = run_cm("eval -q -m " + kShippedModel +
+                        " --per-class 3 --real-limit 300 --steps 2 --timesteps " + own +
+                        " --timesteps " + other);
   ASSERT_EQ(r.status, 0) << r.output;
   auto cells = [&](const std::string& what) {
     const auto row = r.output.find("| " + what + " | 30 | ");
@@ -250,11 +254,11 @@ TEST_F(CliTest, EvalOfExplicitSchedules) {
     if (row == std::string::npos) return std::string();
     return r.output.substr(row + what.size() + 9, r.output.find('\n', row) - row - what.size() - 9);
   };
-  const auto two = cells("2 steps"), same = cells("timesteps 80,0"),
-             other = cells("timesteps 120,0");
+  const auto two = cells("2 steps"), same = cells("timesteps " + own),
+             different = cells("timesteps " + other);
   ASSERT_FALSE(two.empty());
   EXPECT_EQ(two, same);
-  EXPECT_NE(two, other);
+  EXPECT_NE(two, different);
   const auto bad = run_cm("eval -q -m " + kShippedModel + " --per-class 1 --timesteps 0,5");
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.output.find("timesteps"), std::string::npos) << bad.output;
