@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <thread>
+
 #include "cm/unet.h"
 #include "models/attention.h"
 #include "models/layers.h"
@@ -225,6 +227,48 @@ TEST(Conv2dPrepack, PrepackWeightsPacksEveryConvolutionAtLoad) {
   torch::manual_seed(2);
   UNet2DModel plain(c);
   EXPECT_FALSE(plain->prepack_weights(1));
+}
+
+// oneDNN's default scratchpad belongs to the thread that made the primitive and dies with it:
+// `cm serve` loads (and so packs) on a thread that ends, then runs on its engine thread, and
+// crashed there until each call passed its own scratchpad (the server tests caught it; this
+// small model did not crash without the fix). A model packed on a thread that ended must run
+// elsewhere and give the numbers of one packed where it runs.
+TEST(Conv2dPrepack, PackedOnAThreadThatEndedRunsOnAnother) {
+  SKIP_WITHOUT_ONEDNN_DIRECT();
+  // The shipped model's architecture (its 1-channel input convolution has a scratchpad).
+  UNetConfig c;
+  c.sample_size = 28;
+  c.in_channels = c.out_channels = 1;
+  c.block_out_channels = {32, 64, 64};
+  c.down_block_types = {"ResnetDownsampleBlock2D", "ResnetDownsampleBlock2D", "AttnDownBlock2D"};
+  c.up_block_types = {"AttnUpBlock2D", "ResnetUpsampleBlock2D", "ResnetUpsampleBlock2D"};
+  c.downsample_type = c.upsample_type = "resnet";
+  c.layers_per_block = 1;
+  c.attention_head_dim = 32;
+  c.norm_num_groups = c.attn_norm_num_groups = 8;
+  c.resnet_time_scale_shift = "scale_shift";
+  c.num_class_embeds = 10;
+  auto make = [&] {
+    torch::manual_seed(4);
+    UNet2DModel unet(c);
+    unet->eval();
+    unet->to_channels_last();
+    unet->allow_weight_prepacking(true);
+    return unet;
+  };
+  auto elsewhere = make();
+  auto here = make();
+  bool packed = false;
+  std::thread([&] { packed = elsewhere->prepack_weights(2); }).join();
+  ASSERT_TRUE(packed);
+  torch::NoGradGuard no_grad;
+  for (int round = 0; round < 2; ++round) {
+    const auto x = at::randn({2, 1, 28, 28});
+    const auto t = at::full({2}, 10.0);
+    const auto labels = at::arange(2, at::kLong);
+    EXPECT_TRUE(at::equal(elsewhere->forward(x, t, labels), here->forward(x, t, labels)));
+  }
 }
 
 // Winograd (opt-in, LoadOptions::winograd) computes a 3×3 convolution from transformed tiles:

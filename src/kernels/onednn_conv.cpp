@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/record_function.h>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -30,6 +31,23 @@ dnnl::stream& stream() {
 }
 
 Type type_of(at::ScalarType t) { return t == at::kBFloat16 ? Type::bf16 : Type::f32; }
+
+// oneDNN's default scratchpad belongs to the thread that creates a primitive (thread-local, freed
+// when that thread ends). Primitives here are made on one thread (a loader, a server's first
+// caller) and run on others, so each call passes its own scratchpad instead.
+dnnl::primitive_attr user_scratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+// A call's scratchpad for a primitive, from LibTorch's allocator (kept alive by `holder`).
+dnnl::memory scratchpad_for(const dnnl::memory::desc& desc, const at::Tensor& like,
+                            at::Tensor& holder) {
+  holder = at::empty({static_cast<int64_t>(std::max<size_t>(desc.get_size(), 1))},
+                     like.options().dtype(at::kByte));
+  return dnnl::memory(desc, engine(), holder.data_ptr());
+}
 
 // Channels-last and not also plain contiguous (a 1×1 image is both; its bytes are the same).
 bool is_nhwc(const at::Tensor& x) {
@@ -65,6 +83,8 @@ struct PackedConv2d::Impl {
     bool winograd = false;
     dnnl::memory::desc blocked_src{}, blocked_dst{};
     dnnl::reorder to_blocked{}, from_blocked{};
+    // Each primitive's scratchpad (user mode: see user_scratchpad()).
+    dnnl::memory::desc scratchpad{}, to_blocked_scratchpad{}, from_blocked_scratchpad{};
   };
   using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool>;  // n, h, w, NHWC, bias
 
@@ -117,7 +137,7 @@ struct PackedConv2d::Impl {
         const dnnl::convolution_forward::primitive_desc layout(
             winograd_desc(kWinogradLayoutBatch, any_weights), engine());
         const dnnl::convolution_forward::primitive_desc pd(
-            winograd_desc(x.size(0), layout.weights_desc()), engine());
+            winograd_desc(x.size(0), layout.weights_desc()), user_scratchpad(), engine());
         // oneDNN's F(4×4, 3×3) kernel loses to the direct one on few tiles (measured on
         // ImageNet-64's layers, 2 threads: 0.8–1.07x at 16 tiles of 4×4, 1.2–1.6x at 32, 1.7–2.7x
         // at 64).
@@ -130,10 +150,15 @@ struct PackedConv2d::Impl {
           p.name = name;
           p.blocked_src = pd.src_desc();
           p.blocked_dst = pd.dst_desc();
-          p.to_blocked =
-              dnnl::reorder(dnnl::reorder::primitive_desc(engine(), src, engine(), p.blocked_src));
-          p.from_blocked =
-              dnnl::reorder(dnnl::reorder::primitive_desc(engine(), p.blocked_dst, engine(), dst));
+          p.scratchpad = pd.scratchpad_desc();
+          const dnnl::reorder::primitive_desc to_pd(engine(), src, engine(), p.blocked_src,
+                                                    user_scratchpad());
+          const dnnl::reorder::primitive_desc from_pd(engine(), p.blocked_dst, engine(), dst,
+                                                      user_scratchpad());
+          p.to_blocked = dnnl::reorder(to_pd);
+          p.from_blocked = dnnl::reorder(from_pd);
+          p.to_blocked_scratchpad = to_pd.scratchpad_desc();
+          p.from_blocked_scratchpad = from_pd.scratchpad_desc();
           return primitives.emplace(key, std::move(p)).first->second;
         }
       } catch (const dnnl::error&) {
@@ -143,9 +168,10 @@ struct PackedConv2d::Impl {
     const dnnl::convolution_forward::desc d(
         dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src, any_weights,
         bias_desc, dst, {stride, stride}, {padding, padding}, {padding, padding});
-    const dnnl::convolution_forward::primitive_desc pd(d, engine());
+    const dnnl::convolution_forward::primitive_desc pd(d, user_scratchpad(), engine());
     Primitive p{dnnl::convolution_forward(pd), src, dst, bias_desc, pd.weights_desc(), oh, ow};
     p.name = pd.impl_info_str();
+    p.scratchpad = pd.scratchpad_desc();
     return primitives.emplace(key, std::move(p)).first->second;
   }
 
@@ -255,20 +281,32 @@ at::Tensor PackedConv2d::forward(const at::Tensor& input, const at::Tensor& bias
     const auto xb = bytes(p.blocked_src), yb = bytes(p.blocked_dst);
     dnnl::memory blocked_src(p.blocked_src, engine(), xb.data_ptr());
     dnnl::memory blocked_dst(p.blocked_dst, engine(), yb.data_ptr());
-    p.to_blocked.execute(stream(), src, blocked_src);
+    at::Tensor pad_to, pad_conv, pad_from;
+    p.to_blocked.execute(
+        stream(), {{DNNL_ARG_FROM, src},
+                   {DNNL_ARG_TO, blocked_src},
+                   {DNNL_ARG_SCRATCHPAD, scratchpad_for(p.to_blocked_scratchpad, x, pad_to)}});
     std::unordered_map<int, dnnl::memory> args{
         {DNNL_ARG_SRC, blocked_src},
         {DNNL_ARG_WEIGHTS, m.winograd_weights_for(p.weights)},
-        {DNNL_ARG_DST, blocked_dst}};
+        {DNNL_ARG_DST, blocked_dst},
+        {DNNL_ARG_SCRATCHPAD, scratchpad_for(p.scratchpad, x, pad_conv)}};
     if (bias.defined()) args.emplace(DNNL_ARG_BIAS, bias_memory);
     p.conv.execute(stream(), args);
-    p.from_blocked.execute(stream(), blocked_dst, dst);
+    p.from_blocked.execute(
+        stream(), {{DNNL_ARG_FROM, blocked_dst},
+                   {DNNL_ARG_TO, dst},
+                   {DNNL_ARG_SCRATCHPAD, scratchpad_for(p.from_blocked_scratchpad, x, pad_from)}});
     stream().wait();
     return y;
   }
   m.ensure_weights(p.weights);
+  at::Tensor pad;
   std::unordered_map<int, dnnl::memory> args{
-      {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, m.weights}, {DNNL_ARG_DST, dst}};
+      {DNNL_ARG_SRC, src},
+      {DNNL_ARG_WEIGHTS, m.weights},
+      {DNNL_ARG_DST, dst},
+      {DNNL_ARG_SCRATCHPAD, scratchpad_for(p.scratchpad, x, pad)}};
   if (bias.defined()) args.emplace(DNNL_ARG_BIAS, bias_memory);
   p.conv.execute(stream(), args);
   stream().wait();
