@@ -186,6 +186,17 @@ TEST(Conv2dPrepack, UNetStateDictIsUnchangedByPacking) {
   EXPECT_TRUE(at::allclose(packed, plain, 1e-4, 1e-5));
 }
 
+// A UNet ready for CPU inference as the pipeline makes it (NHWC, packing allowed), its weights
+// drawn from `seed`.
+UNet2DModel packable_unet(const UNetConfig& c, uint64_t seed) {
+  torch::manual_seed(seed);
+  UNet2DModel unet(c);
+  unet->eval();
+  unet->to_channels_last();
+  unet->allow_weight_prepacking(true);
+  return unet;
+}
+
 // prepack_weights() packs every convolution at load, from one forward of an empty batch; the calls
 // after it must give what packing in the first call gives, bit for bit, at the batch it packed
 // for and at others, and the weights must stay what they were.
@@ -193,16 +204,8 @@ TEST(Conv2dPrepack, PrepackWeightsPacksEveryConvolutionAtLoad) {
   SKIP_WITHOUT_ONEDNN_DIRECT();
   UNetConfig c = small_unet_config(16);
   c.num_class_embeds = 10;
-  auto make = [&] {
-    torch::manual_seed(2);
-    UNet2DModel unet(c);
-    unet->eval();
-    unet->to_channels_last();
-    unet->allow_weight_prepacking(true);
-    return unet;
-  };
-  auto at_load = make();
-  auto lazy = make();
+  auto at_load = packable_unet(c, 2);
+  auto lazy = packable_unet(c, 2);
   const auto weights = lazy->state_dict();
   EXPECT_FALSE(lazy->prepack_weights(0));
   ASSERT_TRUE(at_load->prepack_weights(1));
@@ -249,16 +252,8 @@ TEST(Conv2dPrepack, PackedOnAThreadThatEndedRunsOnAnother) {
   c.norm_num_groups = c.attn_norm_num_groups = 8;
   c.resnet_time_scale_shift = "scale_shift";
   c.num_class_embeds = 10;
-  auto make = [&] {
-    torch::manual_seed(4);
-    UNet2DModel unet(c);
-    unet->eval();
-    unet->to_channels_last();
-    unet->allow_weight_prepacking(true);
-    return unet;
-  };
-  auto elsewhere = make();
-  auto here = make();
+  auto elsewhere = packable_unet(c, 4);
+  auto here = packable_unet(c, 4);
   bool packed = false;
   std::thread([&] { packed = elsewhere->prepack_weights(2); }).join();
   ASSERT_TRUE(packed);
