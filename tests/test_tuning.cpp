@@ -107,38 +107,75 @@ class BusyChild {
   pid_t pid_;
 };
 
-int most_others_running(int samples) {
-  int most = 0;
-  for (int i = 0; i < samples; ++i) {
-    most = std::max(most, cm::cpu_load_now().others_running);
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+// Other processes' busy cores over `intervals` consecutive intervals of 150 ms each.
+std::vector<double> others_busy(int intervals) {
+  std::vector<double> seen;
+  cm::CpuTimes before = cm::cpu_times_now();
+  for (int i = 0; i < intervals; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    const cm::CpuTimes after = cm::cpu_times_now();
+    seen.push_back(cm::cpu_load_between(before, after).others_busy);
+    before = after;
   }
+  return seen;
+}
+
+// What adaptive mode acts on: the larger of the smaller of each two intervals in a row.
+double adaptive_view(const std::vector<double>& seen) {
+  double most = 0;
+  for (size_t i = 1; i < seen.size(); ++i) most = std::max(most, std::min(seen[i - 1], seen[i]));
   return most;
 }
 
-int fewest_others_running(int samples) {
-  int fewest = 1 << 20;
-  for (int i = 0; i < samples; ++i) {
-    fewest = std::min(fewest, cm::cpu_load_now().others_running);
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+// A child process that runs 2 ms in every 20 (as a load generator's clients do between the
+// answers they wait for): a tenth of a core.
+class BurstyChild {
+ public:
+  BurstyChild() {
+    pid_ = fork();
+    if (pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      for (;;) {
+        const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
+        volatile unsigned long spin = 0;
+        while (std::chrono::steady_clock::now() < until) spin = spin + 1;
+        std::this_thread::sleep_for(std::chrono::milliseconds(18));
+      }
+    }
   }
-  return fewest;
-}
+  ~BurstyChild() {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+
+ private:
+  pid_t pid_;
+};
 
 }  // namespace
 
 TEST(CpuThreads, ThreadsAreTheCoresOthersLeaveFree) {
-  EXPECT_EQ(cm::threads_for_load(2, {2, 0}), 2);
-  EXPECT_EQ(cm::threads_for_load(2, {2, 1}), 1);
-  EXPECT_EQ(cm::threads_for_load(2, {2, 7}), 1);  // never none
-  EXPECT_EQ(cm::threads_for_load(16, {16, 3}), 13);
-  EXPECT_EQ(cm::threads_for_load(4, {16, 3}), 4);  // never more than asked
+  EXPECT_EQ(cm::threads_for_load(2, {2, 0.0}), 2);
+  EXPECT_EQ(cm::threads_for_load(2, {2, 0.3}), 2);   // short bursts: not a neighbour
+  EXPECT_EQ(cm::threads_for_load(2, {2, 0.67}), 1);  // a busy process sharing two cores with us
+  EXPECT_EQ(cm::threads_for_load(2, {2, 7.0}), 1);   // never none
+  EXPECT_EQ(cm::threads_for_load(16, {16, 3.2}), 13);
+  EXPECT_EQ(cm::threads_for_load(4, {16, 3.0}), 4);  // never more than asked
 }
 
-TEST(CpuThreads, ABusyProcessIsSeenAndOurOwnThreadsAreNot) {
+TEST(CpuThreads, LoadIsOthersTimeOverWallTime) {
+  cm::CpuTimes before{2, 100.0, 10.0, 1000.0}, after{2, 101.5, 10.5, 1001.0};
+  EXPECT_NEAR(cm::cpu_load_between(before, after).others_busy, 1.0, 1e-9);
+  EXPECT_EQ(cm::cpu_load_between(before, after).cores, 2);
+  after.own = 12.0;  // tick accounting may lag our own precise time: never below none
+  EXPECT_EQ(cm::cpu_load_between(before, after).others_busy, 0.0);
+  EXPECT_EQ(cm::cpu_load_between(before, before).others_busy, 0.0);  // no time passed
+}
+
+TEST(CpuThreads, ABusyProcessIsSeenAndOurOwnThreadsAndBurstsAreNot) {
   {
     BusyChild child;
-    EXPECT_GE(most_others_running(10), 1);
+    EXPECT_GE(adaptive_view(others_busy(4)), 0.5);
   }
   // Threads of this process spinning (as OpenMP's do between layers) are not other processes.
   std::atomic<bool> stop{false};
@@ -148,14 +185,17 @@ TEST(CpuThreads, ABusyProcessIsSeenAndOurOwnThreadsAreNot) {
       while (!stop) {
       }
     });
-  const int fewest = fewest_others_running(20);
+  const double with_spinners = adaptive_view(others_busy(6));
   stop = true;
   for (auto& t : spinners) t.join();
-  EXPECT_EQ(fewest, 0);
+  EXPECT_LT(with_spinners, 0.5);
+  // A process that runs in short bursts (a load generator's clients) does not take a core.
+  BurstyChild child;
+  EXPECT_LT(adaptive_view(others_busy(6)), 0.5);
 }
 
 TEST(CpuThreads, AdaptiveCallsLeaveTheBusyCoreAlone) {
-  const int cores = cm::cpu_load_now().cores;
+  const int cores = cm::cpu_times_now().cores;
   cm::set_cpu_threads(3);
   EXPECT_EQ(cm::cpu_threads_setting(), 3);
   EXPECT_EQ(cm::adapt_cpu_threads(), 3);  // fixed: the load is not looked at
@@ -164,10 +204,13 @@ TEST(CpuThreads, AdaptiveCallsLeaveTheBusyCoreAlone) {
   EXPECT_EQ(cm::cpu_threads_setting(), 0);
   {
     BusyChild child;
-    // Two samples, 50 ms apart at least, see the neighbour.
-    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    // The first call starts the clock; two intervals of 100 ms at least then see the neighbour.
     cm::adapt_cpu_threads();
-    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    for (int i = 0; i < 2; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(150));
+      cm::adapt_cpu_threads();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
     const int threads = cm::adapt_cpu_threads();
     EXPECT_LE(threads, std::max(1, cores - 1));
     EXPECT_EQ(at::get_num_threads(), threads);

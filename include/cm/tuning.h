@@ -50,15 +50,26 @@ namespace cm {
 // CPU threads per call. OpenMP's team waits at every layer for its slowest thread, so a thread
 // that shares its core with another busy process stalls the whole call for a scheduler time
 // slice per layer: the shipped model at batch 1 took 12-23x its idle time next to one busy
-// process. In adaptive mode each inference call first looks at how many cores other processes
-// are running on and uses the rest (at least one).
-struct CpuLoad {
-  int cores = 1;           // cores this process may run on (its affinity mask)
-  int others_running = 0;  // runnable threads of other processes, right now
+// process. In adaptive mode each inference call first looks at how much of its cores' time
+// other processes used lately and uses the rest (at least one). Time used over an interval, not
+// the threads runnable at one instant: a server's clients on the same machine run in short
+// bursts just as a call ends (their answers have arrived), and a count taken then saw them as a
+// busy neighbour and halved the server's next call.
+struct CpuTimes {
+  int cores = 1;    // cores this process may run on (its affinity mask)
+  double busy = 0;  // seconds those cores spent running anything since boot (/proc/stat)
+  double own = 0;   // seconds of CPU this process has used (getrusage)
+  double wall = 0;  // a steady clock, seconds
 };
-// /proc/loadavg's runnable count less this process's own running threads (/proc/self/task).
-CpuLoad cpu_load_now();
-// The threads a call should use: the cores others leave free, between 1 and `max_threads`.
+CpuTimes cpu_times_now();
+struct CpuLoad {
+  int cores = 1;           // cores this process may run on
+  double others_busy = 0;  // how many of them other processes kept busy, on average
+};
+// The load between two readings: (busy - own) / wall, never below 0.
+CpuLoad cpu_load_between(const CpuTimes& before, const CpuTimes& after);
+// The threads a call should use: the cores others leave free (their busy cores rounded to the
+// nearest whole core), between 1 and `max_threads`.
 int threads_for_load(int max_threads, const CpuLoad& load);
 
 // 0: adaptive, up to every core; N > 0: always N. Sets the calling thread's OpenMP team too.
@@ -67,8 +78,8 @@ void set_cpu_threads(int threads);
 // What set_cpu_threads chose (0: adaptive).
 int cpu_threads_setting();
 // Called by the library before each inference call of the UNet on the CPU, on the thread that
-// runs it: sizes that thread's OpenMP team (the load is sampled at most every 50 ms, and a
-// neighbour counts once two samples in a row see it). Returns
+// runs it: sizes that thread's OpenMP team (the load is measured over intervals of at least
+// 100 ms, and a neighbour counts once two intervals in a row see it). Returns
 // the threads the call will use.
 int adapt_cpu_threads();
 

@@ -1,12 +1,16 @@
 // Adaptive CPU thread counts (cm/tuning.h): the cores other processes leave free.
 #include <ATen/Parallel.h>
-#include <dirent.h>
 #include <sched.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -18,75 +22,95 @@ namespace cm {
 
 namespace {
 
-int usable_cores() {
+cpu_set_t affinity() {
   cpu_set_t set;
   CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
-  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-}
-
-// The state letter of /proc/<pid>/task/<tid>/stat: after the last ')' (the name may hold one).
-bool task_running(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "re");
-  if (!f) return false;
-  char buf[512];
-  const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  buf[n] = 0;
-  const char* close = nullptr;
-  for (const char* p = buf; *p; ++p)
-    if (*p == ')') close = p;
-  return close && close[1] == ' ' && close[2] == 'R';
-}
-
-int own_running_threads() {
-  DIR* dir = opendir("/proc/self/task");
-  if (!dir) return 1;
-  int running = 0;
-  while (const dirent* e = readdir(dir)) {
-    if (e->d_name[0] == '.') continue;
-    running += task_running(std::string("/proc/self/task/") + e->d_name + "/stat");
+  if (sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) == 0) {
+    CPU_ZERO(&set);
+    for (unsigned i = 0; i < std::max(1u, std::thread::hardware_concurrency()); ++i)
+      CPU_SET(i, &set);
   }
-  closedir(dir);
-  return std::max(1, running);  // the caller runs
+  return set;
 }
 
-// The fourth field of /proc/loadavg, "R/T": runnable scheduling entities of the whole system.
-int system_running() {
-  FILE* f = std::fopen("/proc/loadavg", "re");
-  if (!f) return -1;
-  double l1, l5, l15;
-  int running = -1, total = 0;
-  const int got = std::fscanf(f, "%lf %lf %lf %d/%d", &l1, &l5, &l15, &running, &total);
+int usable_cores() {
+  const cpu_set_t set = affinity();
+  return CPU_COUNT(&set);
+}
+
+// Seconds the given cores spent running anything since boot: the "cpuN" lines of /proc/stat
+// (user nice system idle iowait irq softirq steal ..., in clock ticks), all but idle, iowait and
+// steal. Only this process's cores: in a container the others are someone else's business.
+double busy_seconds(const cpu_set_t& cores) {
+  FILE* f = std::fopen("/proc/stat", "re");
+  if (!f) return 0;
+  static const double tick = static_cast<double>(std::max(1L, sysconf(_SC_CLK_TCK)));
+  unsigned long long busy = 0;
+  char line[512];
+  bool line_start = true;  // the "intr" line is longer than the buffer
+  while (std::fgets(line, sizeof line, f)) {
+    const bool whole_line_start = line_start;
+    line_start = std::strchr(line, '\n') != nullptr;
+    // "cpuN": not the first line ("cpu", all cores together) nor the lines after the cores.
+    if (!whole_line_start || std::strncmp(line, "cpu", 3) != 0 || !std::isdigit(line[3])) continue;
+    unsigned cpu;
+    unsigned long long user, nice, system, idle, iowait, irq, softirq;
+    if (std::sscanf(line, "cpu%u %llu %llu %llu %llu %llu %llu %llu", &cpu, &user, &nice, &system,
+                    &idle, &iowait, &irq, &softirq) != 8)
+      continue;
+    if (cpu < CPU_SETSIZE && CPU_ISSET(cpu, &cores)) busy += user + nice + system + irq + softirq;
+  }
   std::fclose(f);
-  return got == 5 ? running : -1;
+  return static_cast<double>(busy) / tick;
+}
+
+double own_cpu_seconds() {
+  rusage usage{};
+  if (getrusage(RUSAGE_SELF, &usage) != 0) return 0;
+  auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec * 1e-6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 
 std::atomic<int> g_setting{-1};  // -1: never set (LibTorch's default team, left alone)
 
 struct Sample {
   std::mutex mutex;
-  std::chrono::steady_clock::time_point when{};
+  CpuTimes times;  // wall == 0: none yet
   int threads = 0;
-  int others = 0;  // the previous sample's
+  double others = 0;  // the previous interval's
 };
 Sample g_sample;
 
+// Long enough that clock-tick accounting (10 ms per tick and core) is a small error.
+constexpr double kMinInterval = 0.1;
+
 }  // namespace
 
-CpuLoad cpu_load_now() {
+CpuTimes cpu_times_now() {
+  CpuTimes times;
+  const cpu_set_t cores = affinity();
+  times.cores = CPU_COUNT(&cores);
+  // Our own time first: time we use between the two reads counts as ours, not another's.
+  times.own = own_cpu_seconds();
+  times.busy = busy_seconds(cores);
+  times.wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  return times;
+}
+
+CpuLoad cpu_load_between(const CpuTimes& before, const CpuTimes& after) {
   CpuLoad load;
-  load.cores = usable_cores();
-  const int system = system_running();
-  // Our own threads first: a thread that starts running between the two reads is counted as
-  // ours, never as another process's.
-  const int own = own_running_threads();
-  load.others_running = system < 0 ? 0 : std::max(0, system - own);
+  load.cores = after.cores;
+  const double wall = after.wall - before.wall;
+  if (wall > 0)
+    load.others_busy =
+        std::max(0.0, ((after.busy - before.busy) - (after.own - before.own)) / wall);
   return load;
 }
 
 int threads_for_load(int max_threads, const CpuLoad& load) {
-  return std::max(1, std::min(max_threads, load.cores - load.others_running));
+  const int others = static_cast<int>(std::lround(load.others_busy));
+  return std::max(1, std::min(max_threads, load.cores - others));
 }
 
 void set_cpu_threads(int threads) {
@@ -98,7 +122,7 @@ void set_cpu_threads(int threads) {
   g_setting = threads;
   {
     std::lock_guard<std::mutex> lock(g_sample.mutex);
-    g_sample.when = {};
+    g_sample.times = CpuTimes{};
     g_sample.others = 0;
   }
   at::set_num_threads(threads == 0 ? cores : threads);
@@ -115,17 +139,22 @@ int adapt_cpu_threads() {
   if (setting > 0) {
     want = setting;
   } else {
-    const auto now = std::chrono::steady_clock::now();
     std::lock_guard<std::mutex> lock(g_sample.mutex);
-    if (now - g_sample.when > std::chrono::milliseconds(50)) {
-      // A neighbour counts once two samples in a row see it: a kernel worker or a shell that
-      // runs for a moment does not halve the next 50 ms of calls.
-      CpuLoad load = cpu_load_now();
-      const int others = load.others_running;
-      load.others_running = std::min(others, g_sample.others);
+    const double now =
+        std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    if (g_sample.times.wall == 0) {
+      g_sample.times = cpu_times_now();
+      g_sample.threads = usable_cores();
+    } else if (now - g_sample.times.wall >= kMinInterval) {
+      // A neighbour counts once two intervals in a row see it: a kernel worker or a shell that
+      // runs for a moment does not halve the next calls.
+      const CpuTimes times = cpu_times_now();
+      CpuLoad load = cpu_load_between(g_sample.times, times);
+      const double others = load.others_busy;
+      load.others_busy = std::min(others, g_sample.others);
       g_sample.others = others;
       g_sample.threads = threads_for_load(usable_cores(), load);
-      g_sample.when = now;
+      g_sample.times = times;
     }
     want = g_sample.threads;
   }
