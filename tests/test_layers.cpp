@@ -277,6 +277,33 @@ bool is_winograd(const std::string& kernel) {
 }
 #endif
 
+TEST(Conv2dPrepack, EachThreadCountGetsItsOwnPrimitive) {
+  SKIP_WITHOUT_ONEDNN_DIRECT();
+#if CM_ONEDNN_DIRECT
+  // Adaptive threads narrow a call's team beside a busy process; a primitive made for the wider
+  // team would still ask OpenMP for all of it.
+  const int before = at::get_num_threads();
+  torch::manual_seed(5);
+  const auto weight = at::randn({32, 16, 3, 3}) / 12.0;
+  const auto bias = at::randn({32});
+  const auto x = at::randn({2, 16, 12, 12});
+  at::set_num_threads(2);
+  kernels::PackedConv2d conv(weight, 1, 1, x, bias);
+  const auto two = conv.forward(x, bias);
+  EXPECT_EQ(conv.primitive_count(), 1u);
+  at::set_num_threads(1);
+  const auto one = conv.forward(x, bias);
+  EXPECT_EQ(conv.primitive_count(), 2u);
+  at::set_num_threads(2);
+  conv.forward(x, bias);
+  EXPECT_EQ(conv.primitive_count(), 2u);  // made once per count, then found
+  // The work is split differently, the sums are the same.
+  EXPECT_TRUE(at::equal(one, two));
+  EXPECT_LT((two - at::conv2d(x, weight, bias, 1, 1)).abs().max().item<float>(), 1e-5);
+  at::set_num_threads(before);
+#endif
+}
+
 TEST(Conv2dWinograd, StaysWithinItsBoundOfTheDirectConvolution) {
   SKIP_WITHOUT_ONEDNN_DIRECT();
 #if CM_ONEDNN_DIRECT

@@ -86,7 +86,11 @@ struct PackedConv2d::Impl {
     // Each primitive's scratchpad (user mode: see user_scratchpad()).
     dnnl::memory::desc scratchpad{}, to_blocked_scratchpad{}, from_blocked_scratchpad{};
   };
-  using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool>;  // n, h, w, NHWC, bias
+  // n, h, w, NHWC, bias, and the caller's OpenMP threads: a primitive splits its work for the
+  // threads there were when it was made and asks OpenMP for that many whenever it runs, so one
+  // made for two threads ran on two even in a call that adaptive threads (cm/tuning.h) had
+  // narrowed to one beside a busy process (26 ms a call where one thread takes 8).
+  using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, int>;
 
   int64_t out, in, kernel, stride, padding;
   at::ScalarType type;
@@ -107,7 +111,7 @@ struct PackedConv2d::Impl {
 
   const Primitive& primitive(const at::Tensor& x, const at::Tensor& bias) {
     const bool nhwc = is_nhwc(x);
-    const Key key{x.size(0), x.size(2), x.size(3), nhwc, bias.defined()};
+    const Key key{x.size(0), x.size(2), x.size(3), nhwc, bias.defined(), at::get_num_threads()};
     auto it = primitives.find(key);
     if (it != primitives.end()) return it->second;
     const int64_t oh = (x.size(2) + 2 * padding - kernel) / stride + 1;
@@ -244,6 +248,12 @@ size_t PackedConv2d::weight_bytes() const {
   size_t bytes = m.weights.get_desc().get_size();
   for (const auto& [desc, memory] : m.winograd_weights) bytes += desc.get_size();
   return bytes;
+}
+
+size_t PackedConv2d::primitive_count() const {
+  auto& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.mutex);
+  return m.primitives.size();
 }
 
 bool PackedConv2d::accepts(const at::Tensor& x) const {

@@ -46,6 +46,9 @@ class PackedConv2d {
   std::string kernel_name(const at::Tensor& x, const at::Tensor& bias);
   // The bytes the weight's copies take (direct and Winograd layouts).
   size_t weight_bytes() const;
+  // The oneDNN primitives made so far: one per input shape, layout and caller's OpenMP thread
+  // count (a primitive runs on as many threads as there were when it was made).
+  size_t primitive_count() const;
   // The weight back as a plain tensor in `format`, bit for bit.
   at::Tensor dense(at::MemoryFormat format) const;
 
