@@ -90,7 +90,7 @@ CpuTimes cpu_times_now() {
   CpuTimes times;
   const cpu_set_t cores = affinity();
   times.cores = CPU_COUNT(&cores);
-  // Our own time first: time we use between the two reads counts as ours, not another's.
+  // The same order at both ends of an interval, so both cover it to within a read's time.
   times.own = own_cpu_seconds();
   times.busy = busy_seconds(cores);
   times.wall =
