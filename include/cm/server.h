@@ -169,6 +169,9 @@ class BatchEngine {
   bool stop_ = false;
   EngineStats stats_;
   std::chrono::steady_clock::time_point last_call_end_{};  // for batch_wait_ms
+  // When the call now running began (the epoch between calls): busy time counts it as it runs,
+  // so the busy counter's rate over any window stays at most 1.
+  std::chrono::steady_clock::time_point call_begin_{};
   std::thread thread_;
 };
 
