@@ -165,6 +165,10 @@ TEST_F(CliTest, BadArgumentsGiveOneLineErrors) {
       {"train --warmup -5 -q -o " + path("run"), "--warmup"},
       {"train --stop-after 0 -q -o " + path("run"), "--stop-after"},
       {"train --num-classes -1 -q -o " + path("run"), "--num-classes"},
+      {"train --method ect --init " + path("none") + " -q -o " + path("run"), "--init"},
+      {"train --init " + kShippedModel + " --channels 8,8 -q -o " + path("run"), "--channels"},
+      {"train --method ect --ect-q 1 -q -o " + path("run"), "--ect-q"},
+      {"train --method ect --ect-weighting sqrt -q -o " + path("run"), "--ect-weighting"},
       {"train-classifier -n 0 -o " + path("cls"), "--batch-size"},
       {"train-classifier --epochs 0 -o " + path("cls"), "--epochs"},
       {"eval --per-class 0", "--per-class"},
@@ -414,6 +418,20 @@ TEST_F(CliTest, TrainEvalEveryWritesEvaluationColumns) {
                           path("rgb"));
   EXPECT_EQ(rgb.status, 1) << rgb.output;
   EXPECT_NE(rgb.output.find("--eval-every"), std::string::npos) << rgb.output;
+}
+
+// --init takes the folder's architecture and weights (here the shipped model's, as a pipeline
+// folder) and --dropout over it; the saved UNet has the folder's config but for dropout.
+TEST_F(CliTest, TrainInitTakesTheFoldersArchitecture) {
+  const auto r = run_cm("train --method ect --init " + kShippedModel +
+                        " --dropout 0.2 --data fashion-mnist:test --data-limit 16 -n 2 --steps 1 "
+                        "--checkpoint-every 0 --sample-every 0 -t 1 -q -o " + path("run"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto theirs = UNetConfig::load(kShippedModel + "/unet/config.json");
+  const auto ours = UNetConfig::load(path("run") + "/checkpoint/unet/config.json");
+  EXPECT_EQ(ours.dropout, 0.2);
+  theirs.dropout = 0.2;
+  EXPECT_EQ(ours.to_json(), theirs.to_json());
 }
 
 // A planned stop is a success that says how to go on; Ctrl-C keeps the shell's 130; both leave a

@@ -37,15 +37,18 @@ std::map<std::string, at::Tensor> state(const std::string& run) {
 
 class Distributed : public TempDirTest {};
 
-TEST_F(Distributed, TwoProcessesWithBatchBMatchOneProcessWithBatch2B) {
-  const auto single = run_cm(train_args(path("single"), 4) + " -q");
+// `method`: extra flags (the method) for every run; `base`: the prefix of their folders.
+void expect_pair_matches_single(const std::string& base, const std::string& method) {
+  auto path = [&](const std::string& name) { return base + "_" + name; };
+  const std::string steps = method + "--steps 4 --lr 2e-3";
+  const auto single = run_cm(train_args(path("single"), 4, steps) + " -q");
   ASSERT_EQ(single.status, 0) << single.output;
 
   const int port = free_port();
   ASSERT_GT(port, 0);
   const std::string env =
       "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " WORLD_SIZE=2";
-  const std::string cm = std::string(CM_BINARY) + " " + train_args(path("pair"), 2);
+  const std::string cm = std::string(CM_BINARY) + " " + train_args(path("pair"), 2, steps);
   // Rank 1 in the background (its output kept in a file), rank 0 in front; both must succeed.
   const auto pair = run_shell("RANK=1 " + env + " " + cm + " > " + path("rank1.log") +
                               " 2>&1 & RANK=0 " + env + " " + cm + " 2>&1; s0=$?; wait $!; "
@@ -55,7 +58,7 @@ TEST_F(Distributed, TwoProcessesWithBatchBMatchOneProcessWithBatch2B) {
   EXPECT_NE(pair.output.find("step 4/4"), std::string::npos) << pair.output;
 
   // Where both runs started: one step at learning rate 0 leaves the weights as initialised.
-  const auto init_run = run_cm(train_args(path("init"), 4, "--steps 1 --lr 0") + " -q");
+  const auto init_run = run_cm(train_args(path("init"), 4, method + "--steps 1 --lr 0") + " -q");
   ASSERT_EQ(init_run.status, 0) << init_run.output;
   const auto init = state(path("init"));
 
@@ -89,6 +92,13 @@ TEST_F(Distributed, TwoProcessesWithBatchBMatchOneProcessWithBatch2B) {
   // The weights moved: the comparison is not between two untouched initialisations.
   EXPECT_FALSE(at::allclose(init.at("online.conv_in.weight"), a.at("online.conv_in.weight"), 1e-4,
                             1e-6));
+}
+
+TEST_F(Distributed, TwoProcessesWithBatchBMatchOneProcessWithBatch2B) {
+  for (const char* method : {"", "--method ect "}) {
+    SCOPED_TRACE(method);
+    expect_pair_matches_single(path(*method ? "ect" : "ict"), method);
+  }
 }
 
 // Rank 0 alone writes samples; when that fails (here `samples` is a file, not a folder) the other

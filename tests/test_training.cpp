@@ -86,6 +86,54 @@ TEST(TrainingSchedules, PseudoHuberMatchesItsFormula) {
   }
 }
 
+// r(t) and the weights against numbers printed by locuslab/ect's own ECMLoss (t_to_r_sigmoid of
+// its main and imgnet branches, snrplusk_wt of the latter; scripts/ect_reference.py on the same t).
+TEST(TrainingSchedules, EctSecondPointAndWeightMatchTheReference) {
+  const auto t = at::tensor({0.002, 0.05, 0.5, 1.0, 1.9459, 3.0, 10.0, 80.0}, at::kDouble);
+  struct Case {
+    int64_t stage;
+    double q, k, b;
+    std::vector<double> r;
+  };
+  const std::vector<Case> cases = {
+      {0, 2.0, 8.0, 1.0, {0.0, 0.0, 0.0, 0.0, 0.0, 0.9308895218691987, 4.998184085251902, 40.0}},
+      {1, 2.0, 8.0, 1.0,
+       {0.0, 0.0, 0.0, 0.2121171572600098, 0.972945679879585, 1.9654447609345995, 7.499092042625951,
+        60.0}},
+      {2, 2.0, 8.0, 1.0,
+       {0.000750999999666667, 0.01937486982421052, 0.2487296656009273, 0.6060585786300049,
+        1.4594228399397924, 2.4827223804672998, 8.749546021312975, 70.0}},
+      {5, 2.0, 8.0, 1.0,
+       {0.0018438749999583335, 0.046171858728026316, 0.4685912082001159, 0.9507573223287507,
+        1.885090354992474, 2.935340297558412, 9.843693252664123, 78.75}},
+      {0, 256.0, 8.0, 1.0,
+       {0.0019609687499895835, 0.049042964682006585, 0.492147802050029, 0.9876893305821877,
+        1.9306975887481186, 2.983835074389603, 9.960923313166031, 79.6875}},
+      {1, 4.0, 4.0, 0.5,
+       {0.0016251249999895835, 0.04070312093124388, 0.4140220626107248, 0.8431148328004636,
+        1.6908446137623432, 2.675680857145233, 9.358267872689288, 75.0}},
+  };
+  for (const auto& c : cases) {
+    const auto r = ect_r(t, c.stage, c.q, c.k, c.b);
+    for (size_t i = 0; i < c.r.size(); ++i)
+      EXPECT_NEAR(r[i].item<double>(), c.r[i], 1e-12 * (1 + c.r[i]))
+          << "stage " << c.stage << " q " << c.q << " t " << t[i].item<double>();
+  }
+  // "snr": the imgnet branch's snrplusk_wt at σd = 0.5.
+  const std::vector<double> snr = {250004.00000000003, 403.99999999999994, 8.0, 5.0,
+                                   4.2640942610941135, 4.111111111111111, 4.01, 4.00015625};
+  const auto w = ect_weight("snr", t, t, 0.5);
+  for (size_t i = 0; i < snr.size(); ++i)
+    EXPECT_NEAR(w[i].item<double>(), snr[i], 1e-12 * snr[i]) << t[i].item<double>();
+  // "dt": the main branch divides by t − r inline (the script checks that through its loss).
+  const auto r = ect_r(t, 2);
+  EXPECT_TRUE(at::allclose(ect_weight("dt", t, r, 0.5), 1.0 / (t - r), 1e-15, 0));
+  EXPECT_THROW(ect_weight("sqrt", t, r, 0.5), cm::Error);
+  // float32 as training runs it: the same to float32's precision.
+  const auto r32 = ect_r(t.to(at::kFloat), 2, 2.0, 8.0, 1.0).to(at::kDouble);
+  EXPECT_TRUE(at::allclose(r32, ect_r(t, 2, 2.0, 8.0, 1.0), 1e-6, 1e-7));
+}
+
 TEST(TrainingOde, HeunStepMatchesItsFormula) {
   // With D(x, σ) = a·x the ODE is dx/dσ = (1 − a)·x/σ; one Heun step from σf to σt gives
   // x·(1 + h·k/σf + h·k/σt·(1 + h·k/σf))/… written out below.
@@ -184,7 +232,7 @@ TEST_F(TrainingRun, RunFoldersAreResumedNotOverwritten) {
 }
 
 TEST_F(TrainingRun, ResumeGivesTheSameWeightsAsAnUnbrokenRun) {
-  for (const char* method : {"ict", "ct"}) {
+  for (const char* method : {"ict", "ct", "ect"}) {
     SCOPED_TRACE(method);
     auto whole = tiny_options((dir_ / method / "whole").string(), method);
     whole.total_steps = 6;
@@ -280,7 +328,7 @@ TEST_F(TrainingRun, EveryMethodLowersItsLoss) {
   // A fixed noise grid (no curriculum) and a fixed small data set, so the loss is comparable
   // across steps: the mean of the last steps must be below the mean of the first ones.
   auto edm = tiny_options((dir_ / "edm").string(), "edm");
-  for (const char* method : {"edm", "ict", "ct", "cd"}) {
+  for (const char* method : {"edm", "ict", "ct", "cd", "ect"}) {
     SCOPED_TRACE(method);
     auto o = tiny_options((dir_ / method).string(), method);
     o.total_steps = 40;
@@ -289,9 +337,53 @@ TEST_F(TrainingRun, EveryMethodLowersItsLoss) {
     o.ict_s0 = o.ict_s1 = 10;
     o.ct_s0 = o.ct_s1 = 10;
     o.cd_scales = 10;
+    o.ect_stage_steps = 1000;  // one stage: r(t) fixed
     if (std::string(method) == "cd") o.teacher = (dir_ / "edm" / "teacher").string();
     expect_loss_falls(o);
   }
+}
+
+// --init: the run starts from the folder's weights (the step-0 checkpoint holds them exactly, in
+// the online and the EMA network), from a UNet folder or a pipeline folder alike; a folder of
+// another architecture is refused by name before any step.
+TEST_F(TrainingRun, InitStartsFromTheFoldersWeights) {
+  auto edm = tiny_options((dir_ / "edm").string(), "edm");
+  edm.total_steps = 3;
+  train(edm);
+  const auto teacher = read_state_dict(
+      (dir_ / "edm" / "teacher" / "diffusion_pytorch_model.safetensors").string());
+  for (const auto& from : {dir_ / "edm" / "teacher", dir_ / "edm" / "checkpoint"}) {
+    SCOPED_TRACE(from.string());
+    auto o = tiny_options((dir_ / ("ect_" + from.filename().string())).string(), "ect");
+    o.init = from.string();
+    o.total_steps = 4;
+    o.stop_requested = [] { return true; };  // a checkpoint before the first step
+    EXPECT_EQ(train(o).step, 0);
+    const auto state = saved_state(o.output_dir);
+    const auto& expected =
+        from.filename() == "teacher"
+            ? teacher
+            : read_state_dict((from / "unet" / "diffusion_pytorch_model.safetensors").string());
+    int compared = 0;
+    for (const auto& [name, value] : expected) {
+      EXPECT_TRUE(at::equal(state.at("online." + name), value)) << name;
+      EXPECT_TRUE(at::equal(state.at("ema." + name), value)) << name;
+      ++compared;
+    }
+    EXPECT_GT(compared, 20);
+  }
+  auto other = tiny_options((dir_ / "other").string(), "ect");
+  other.init = (dir_ / "edm" / "teacher").string();
+  other.unet.block_out_channels = {8, 8};
+  try {
+    train(other);
+    ADD_FAILURE() << "an --init folder of another architecture was accepted";
+  } catch (const cm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--init"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("architecture"), std::string::npos) << e.what();
+  }
+  other.init = (dir_ / "nowhere").string();
+  EXPECT_THROW(train(other), cm::Error);
 }
 
 TEST_F(TrainingRun, Bf16AutocastComputesInBfloat16AndStillLearns) {

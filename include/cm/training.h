@@ -1,5 +1,6 @@
 // Training consistency models: iCT (default), the original CT, consistency distillation (CD) from
-// an EDM teacher, and EDM training of that teacher. What it saves is a diffusers pipeline folder.
+// an EDM teacher, EDM training of that teacher, and ECT (consistency tuning of a pretrained
+// diffusion model, Geng et al. 2024). What it saves is a diffusers pipeline folder.
 #pragma once
 
 #include <cmath>
@@ -15,7 +16,7 @@
 namespace cm {
 
 struct TrainOptions {
-  std::string method = "ict";  // ict | ct | cd | edm
+  std::string method = "ict";  // ict | ct | cd | edm | ect
   // "fashion-mnist[:train|:test]", or a folder of PNG/JPEG images (one sub-folder per class, or
   // unlabelled), read at the model's sample_size and in_channels.
   std::string data = "fashion-mnist";
@@ -25,6 +26,10 @@ struct TrainOptions {
   UNetConfig unet;             // the architecture (sample_size and channels must match the data)
   SchedulerConfig scheduler;   // σmin, σmax, σdata, ρ of the parameterization
   std::string teacher;         // cd: folder of an EDM-trained UNet (--method edm output)
+  // The run's initial weights: a UNet folder (config.json + weights) or a pipeline folder with
+  // unet/, of the same architecture as `unet` (dropout aside) — typically --method edm's
+  // teacher/ for ECT. Empty: random weights from `seed`.
+  std::string init;
 
   int64_t total_steps = 10000;  // K
   int64_t batch_size = 64;   // per process: the global batch is batch_size × world_size
@@ -45,6 +50,14 @@ struct TrainOptions {
   int64_t cd_scales = 18;        // CD: fixed N
   double cd_target_ema = 0.95;   // CD: fixed μ
   std::string distance = "l2";   // CT / CD: l2 | l1 | pseudo-huber
+  // ECT: t log-normal (p_mean, p_std), r = ect_r(t, stage) with the stage advancing every
+  // ect_stage_steps steps (0: total_steps/8, rounded up, as the reference's 8 stages), the same
+  // noise for both points, the online network (its dropout masks replayed, no gradient) as the
+  // target, distance √(‖·‖² + c²) − c weighted by 1/(t − r) ("dt", the reference's CIFAR-10
+  // recipe) or 1/t² + 1/σd² ("snr", its ImageNet-64 one).
+  int64_t ect_stage_steps = 0;
+  double ect_q = 2.0, ect_k = 8.0, ect_b = 1.0, ect_c = 0.0;
+  std::string ect_weighting = "dt";
   // EDM teacher
   double edm_p_mean = -1.2, edm_p_std = 1.2;
 
@@ -86,7 +99,7 @@ struct TrainProgress {
   int64_t step = 0;        // steps done
   int64_t total_steps = 0;
   double loss = 0;
-  int64_t num_scales = 0;  // N(k)
+  int64_t num_scales = 0;  // N(k); ECT: the stage (from 0)
   double target_ema = 0;   // μ(k) (0 for iCT: the target is the online network)
   double images_per_second = 0;
   // Set on the steps that were evaluated (eval_every), else NaN.
@@ -112,6 +125,10 @@ struct LossPlot {
 // Draws train_log.csv's loss against step (log scale, moving average) with labelled axes, and
 // its evaluation columns (if any) below, into a PNG or JPEG (by `image_path`'s extension).
 LossPlot plot_training_log(const std::string& csv_path, const std::string& image_path);
+
+// The UNet folder TrainOptions::init names: the folder itself, or its unet/ (a pipeline folder).
+// Throws cm::Error naming --init when neither holds a config.json.
+std::string init_unet_dir(const std::string& init);
 
 // Number of steps stored in a training-state checkpoint (for --resume messages and tests).
 int64_t checkpoint_step(const std::string& output_dir);

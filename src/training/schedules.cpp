@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cm/error.h"
+
 namespace cm::training {
 
 std::vector<double> karras_grid(int64_t n, const SchedulerConfig& c) {
@@ -54,6 +56,21 @@ at::Tensor pseudo_huber(const at::Tensor& a, const at::Tensor& b, double c) {
 }
 
 double pseudo_huber_c(int64_t dim) { return 0.00054 * std::sqrt(static_cast<double>(dim)); }
+
+at::Tensor ect_r(const at::Tensor& t, int64_t stage, double q, double k, double b) {
+  const double decay = std::pow(q, -static_cast<double>(stage + 1));
+  return (t * (1 - decay * (1 + k * at::sigmoid(-b * t)))).clamp_min(0);
+}
+
+at::Tensor ect_weight(const std::string& kind, const at::Tensor& t, const at::Tensor& r,
+                      double sigma_data) {
+  if (kind == "dt") return 1.0 / (t - r);
+  if (kind == "snr") {
+    const double sd2 = sigma_data * sigma_data;
+    return (t.pow(2) + sd2) / (t.pow(2) * sd2);
+  }
+  throw Error("--ect-weighting: unknown value '" + kind + "' (dt, snr)");
+}
 
 double ema_rate_at(int64_t k, double rate, bool warmup) {
   if (!warmup) return rate;

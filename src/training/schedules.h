@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -31,6 +32,15 @@ at::Tensor pseudo_huber(const at::Tensor& a, const at::Tensor& b, double c);
 // iCT's c = 0.00054·√d for d values per sample.
 double pseudo_huber_c(int64_t dim);
 
+// ECT (Geng et al. 2024, "Consistency Models Made Easy"): the second point of stage s (from 0),
+// r = max(0, t·(1 − q^−(s+1)·(1 + k·sigmoid(−b·t)))), element-wise. r moves from 0 towards t as
+// the stages pass: the first stage is nearly denoising, the later ones nearly continuous time.
+at::Tensor ect_r(const at::Tensor& t, int64_t stage, double q = 2.0, double k = 8.0,
+                 double b = 1.0);
+// ECT's weight of a pair: "dt" 1/(t − r) (locuslab/ect's main branch, CIFAR-10) or "snr"
+// 1/t² + 1/σd² (its imgnet branch, ImageNet-64 with EDM2), element-wise.
+at::Tensor ect_weight(const std::string& kind, const at::Tensor& t, const at::Tensor& r,
+                      double sigma_data);
 // EMA rate of step k (from 0): `rate`, or with warm-up min(rate, (1 + k)/(10 + k)).
 double ema_rate_at(int64_t k, double rate, bool warmup);
 

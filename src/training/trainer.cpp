@@ -116,6 +116,15 @@ void check_ranges(const TrainOptions& o) {
   at_least(o.stop_after, 0, "--stop-after");
   at_least(o.eval_every, 0, "--eval-every");
   at_least(o.eval_per_class, 1, "--eval-per-class");
+  at_least(o.ect_stage_steps, 0, "--ect-stage-steps");
+  if (!(o.ect_q > 1) || !std::isfinite(o.ect_q))
+    throw Error("--ect-q: must be above 1, got " + text(o.ect_q));
+  if (!(o.ect_c >= 0) || !std::isfinite(o.ect_c))
+    throw Error("--ect-c: must be 0 or more, got " + text(o.ect_c));
+  if (!std::isfinite(o.ect_k) || !std::isfinite(o.ect_b))
+    throw Error("--ect-k/--ect-b: must be finite");
+  if (o.ect_weighting != "dt" && o.ect_weighting != "snr")
+    throw Error("--ect-weighting: unknown value '" + o.ect_weighting + "' (dt, snr)");
   auto unit = [](double v, const char* flag, bool closed) {
     if (!(v >= 0 && (closed ? v <= 1 : v < 1)))
       throw Error(std::string(flag) + ": must be in [0, 1" + (closed ? "]" : ")") + ", got " +
@@ -131,11 +140,26 @@ void check_ranges(const TrainOptions& o) {
     throw Error("--max-minutes: must be 0 or more, got " + text(o.max_minutes));
 }
 
+// --init: the weights of a UNet (or pipeline) folder into `unet`, whose architecture must be the
+// folder's (dropout is a training choice, not architecture).
+void load_initial_weights(const std::string& init, UNet2DModel& unet, const UNetConfig& run) {
+  const fs::path dir = init_unet_dir(init);
+  auto theirs = UNetConfig::load((dir / "config.json").string());
+  theirs.dropout = run.dropout;
+  if (theirs.to_json() != run.to_json())
+    throw Error("--init " + init +
+                ": its UNet is not the run's architecture (leave out the architecture flags and "
+                "cm train takes the folder's)");
+  const auto weights = load_unet(dir.string(), at::kFloat, at::kCPU);
+  unet->load_state_dict(weights->state_dict(), "--init " + init);
+}
+
 class Trainer {
  public:
   explicit Trainer(const TrainOptions& o) : o_(o) {
-    if (o.method != "ict" && o.method != "ct" && o.method != "cd" && o.method != "edm")
-      throw Error("--method: unknown value '" + o.method + "' (ict, ct, cd, edm)");
+    if (o.method != "ict" && o.method != "ct" && o.method != "cd" && o.method != "edm" &&
+        o.method != "ect")
+      throw Error("--method: unknown value '" + o.method + "' (ict, ct, cd, edm, ect)");
     if (o.total_steps < 1) throw Error("--steps: must be at least 1");
     if (o.batch_size < 1) throw Error("--batch-size: must be at least 1");
     check_ranges(o);
@@ -189,6 +213,7 @@ class Trainer {
     }
     torch::manual_seed(o.seed);  // initial weights and dropout masks
     s_.online = UNet2DModel(u);
+    if (!o.init.empty() && !o.resume) load_initial_weights(o.init, s_.online, u);
     s_.online->to(device_);  // drawn on the CPU first: the same initial weights on any device
     s_.online->train();
     // The same seed gives every rank the same weights already; the broadcast makes it a rule.
@@ -352,9 +377,42 @@ class Trainer {
     return out;
   }
 
+  int64_t ect_stage() const {
+    const int64_t length = o_.ect_stage_steps > 0 ? o_.ect_stage_steps : (o_.total_steps + 7) / 8;
+    return s_.step / length;
+  }
+
+  // ECT (locuslab/ect's ECMLoss) in this project's parameterization: σ is kept in [σmin, σmax]
+  // (c_out < 0 below σmin), and where r ≤ σmin — the boundary, f(x, σmin) = x — the target is the
+  // clean image, as the reference's is where r = 0.
+  at::Tensor ect_loss(const Batch& b, const at::Tensor& z, TrainProgress& p) {
+    const auto& sc = o_.scheduler;
+    const auto t =
+        (mine(at::randn({global_batch()}, s_.generator, at::TensorOptions().dtype(at::kFloat))) *
+             o_.p_std +
+         o_.p_mean)
+            .exp()
+            .clamp(sc.sigma_min, sc.sigma_max)
+            .to(device_);
+    const int64_t stage = ect_stage();
+    const auto r = ect_r(t, stage, o_.ect_q, o_.ect_k, o_.ect_b);
+    const auto x_t = b.x + t.reshape({-1, 1, 1, 1}) * z;
+    const auto x_r = b.x + r.reshape({-1, 1, 1, 1}) * z;  // the same noise for both points
+    at::Tensor target;
+    const auto out =
+        online_and_target(b, x_t, t, s_.online, x_r, r.clamp_min(sc.sigma_min), target);
+    const auto boundary = (r <= sc.sigma_min).reshape({-1, 1, 1, 1});
+    target = at::where(boundary, b.x, target.to(at::kFloat).nan_to_num());
+    p.num_scales = stage;
+    p.target_ema = 0;
+    const auto weight = ect_weight(o_.ect_weighting, t, r, sc.sigma_data);
+    return (weight * pseudo_huber(out.to(at::kFloat), target, o_.ect_c)).mean();
+  }
+
   // The method's loss on this rank's slice of the batch; sets p's N(k) and μ(k).
   at::Tensor compute_loss(const Batch& b, const at::Tensor& z, TrainProgress& p) {
     at::Tensor loss;
+    if (o_.method == "ect") return ect_loss(b, z, p);
     if (o_.method == "edm") {
       const auto sigma =
           (mine(at::randn({global_batch()}, s_.generator, at::TensorOptions().dtype(at::kFloat))) *
@@ -442,6 +500,12 @@ class Trainer {
     }
     agree(error, "computing its loss");
     group_->average_gradients(s_.online->parameters());
+    if (o_.method == "ect") {
+      // √‖·‖² has no derivative where both points agree exactly (c = 0): as the reference, such
+      // a gradient is taken as 0 rather than spoiling the step.
+      for (auto& w : s_.online->parameters())
+        if (w.grad().defined()) w.mutable_grad().nan_to_num_(0.0, 1e5, -1e5);
+    }
     if (o_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(s_.online->parameters(), o_.grad_clip);
     s_.optimizer->step();
     if (s_.target) lerp_weights(s_.target, s_.online, p.target_ema);
@@ -536,6 +600,14 @@ const char* train_stop_name(TrainStop stop) {
 TrainProgress train(const TrainOptions& options, const TrainCallback& on_log) {
   Trainer trainer(options);
   return trainer.run(on_log);
+}
+
+std::string init_unet_dir(const std::string& init) {
+  const fs::path dir(init);
+  if (fs::exists(dir / "unet" / "config.json")) return (dir / "unet").string();
+  if (fs::exists(dir / "config.json")) return dir.string();
+  throw Error("--init " + init +
+              ": no config.json there (a UNet folder, or a pipeline folder with unet/)");
 }
 
 int64_t checkpoint_step(const std::string& output_dir) {

@@ -1,4 +1,4 @@
-// cm train: consistency training (iCT, CT), distillation (CD) and EDM teacher training.
+// cm train: consistency training (iCT, CT), distillation (CD), EDM teacher training and ECT.
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <chrono>
@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <vector>
 
 #include "cm/error.h"
 #include "cm/training.h"
@@ -29,6 +30,9 @@ struct TrainArgs {
   int num_classes = -1;  // -1: the data's class count; 0: unconditional
   int threads = 0;
   bool quiet = false;
+  // The architecture flags, to refuse them where the architecture comes from a file.
+  std::vector<CLI::Option*> architecture_flags;
+  CLI::Option* dropout_flag = nullptr;
 };
 
 // Ctrl-C: the run stops after the current step with a checkpoint (the library asks through
@@ -42,8 +46,20 @@ struct SigintStops {
   void (*previous)(int);
 };
 
+// --unet-config's file, else --init's folder's config.json, else the flags; --dropout applies to
+// all three (it is a training choice, not architecture).
 UNetConfig architecture(const TrainArgs& a) {
-  if (!a.unet_config.empty()) return UNetConfig::load(a.unet_config);
+  std::string file = a.unet_config;
+  if (file.empty() && !a.o.init.empty()) file = init_unet_dir(a.o.init) + "/config.json";
+  if (!file.empty()) {
+    for (const auto* flag : a.architecture_flags)
+      if (flag->count() > 0)
+        throw Error(flag->get_name() + ": the architecture comes from " + file +
+                    " (--unet-config or --init); leave the flag out");
+    auto c = UNetConfig::load(file);
+    if (a.dropout_flag->count() > 0) c.dropout = a.dropout;
+    return c;
+  }
   UNetConfig c;
   c.sample_size = a.sample_size;
   c.in_channels = c.out_channels = a.in_channels;
@@ -73,7 +89,7 @@ UNetConfig architecture(const TrainArgs& a) {
 int run_train(TrainArgs& a) {
   set_threads(a.threads, /*adaptive=*/false);  // a run resumes bit for bit on a busy machine too
   a.o.unet = architecture(a);
-  a.o.classes_from_data = a.unet_config.empty() && a.num_classes == -1;
+  a.o.classes_from_data = a.unet_config.empty() && a.o.init.empty() && a.num_classes == -1;
   a.o.distributed = distributed_from_env();
   const bool main = a.o.distributed.rank == 0;
   if (a.o.resume && main) {
@@ -125,7 +141,9 @@ int run_train(TrainArgs& a) {
 Runner add_train(CLI::App& app) {
   auto a = std::make_shared<TrainArgs>();
   auto& o = a->o;
-  app.add_option("--method", o.method, "ict (default), ct, cd or edm (a teacher for cd)")
+  app.add_option("--method", o.method,
+                 "ict (default), ct, cd, edm (a diffusion model: the teacher for cd, the start "
+                 "for ect) or ect (consistency tuning, usually with --init)")
       ->capture_default_str();
   app.add_option("--data", o.data,
                  "fashion-mnist[:train|:test], or a folder of PNG/JPEG images (one sub-folder per "
@@ -136,6 +154,24 @@ Runner add_train(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--teacher", o.teacher,
                  "cd: folder of an EDM-trained UNet (cm train --method edm)");
+  app.add_option("--init", o.init,
+                 "start from this UNet or pipeline folder's weights (its architecture too), e.g. "
+                 "an edm run's teacher/ for ect")
+      ->check(not_empty());
+  app.add_option("--ect-stage-steps", o.ect_stage_steps,
+                 "ect: steps per stage of r(t) (0: a eighth of --steps)")
+      ->capture_default_str()
+      ->check(at_least(0));
+  app.add_option("--ect-q", o.ect_q, "ect: r(t) approaches t by a factor q per stage")
+      ->capture_default_str();
+  app.add_option("--ect-k", o.ect_k, "ect: r(t)'s k (1 + k·sigmoid(-b·t))")->capture_default_str();
+  app.add_option("--ect-b", o.ect_b, "ect: r(t)'s b")->capture_default_str();
+  app.add_option("--ect-weighting", o.ect_weighting,
+                 "ect: dt, 1/(t-r) (the reference's CIFAR-10 recipe), or snr, 1/t^2 + 1/sd^2 "
+                 "(its ImageNet-64 one)")
+      ->capture_default_str();
+  app.add_option("--ect-c", o.ect_c, "ect: distance sqrt(|d|^2 + c^2) - c (0: the L2 norm)")
+      ->capture_default_str();
   app.add_option("--steps", o.total_steps, "total training steps K")->capture_default_str();
   app.add_option("-n,--batch-size", o.batch_size,
                  "images per step and process (torchrun-style RANK/WORLD_SIZE/MASTER_ADDR/"
@@ -185,16 +221,23 @@ Runner add_train(CLI::App& app) {
   app.add_option("--max-minutes", o.max_minutes, "stop with a checkpoint after this wall time");
   app.add_flag("-q,--quiet", a->quiet, "no progress lines");
   app.add_option("--unet-config", a->unet_config, "architecture as a diffusers config.json");
-  app.add_option("--channels", a->channels, "block_out_channels")->capture_default_str();
-  app.add_option("--layers-per-block", a->layers_per_block)->capture_default_str();
-  app.add_option("--head-dim", a->head_dim, "attention_head_dim")->capture_default_str();
-  app.add_option("--norm-groups", a->norm_groups, "norm_num_groups")->capture_default_str();
-  app.add_option("--dropout", a->dropout)->capture_default_str();
-  app.add_option("--sample-size", a->sample_size)->capture_default_str();
-  app.add_option("--in-channels", a->in_channels)->capture_default_str();
-  app.add_option("--num-classes", a->num_classes,
-                 "class embeddings (default: the data's class count; 0: unconditional)")
-      ->check(at_least(0));
+  auto& arch = a->architecture_flags;
+  arch.push_back(
+      app.add_option("--channels", a->channels, "block_out_channels")->capture_default_str());
+  arch.push_back(app.add_option("--layers-per-block", a->layers_per_block)->capture_default_str());
+  arch.push_back(
+      app.add_option("--head-dim", a->head_dim, "attention_head_dim")->capture_default_str());
+  arch.push_back(
+      app.add_option("--norm-groups", a->norm_groups, "norm_num_groups")->capture_default_str());
+  a->dropout_flag = app.add_option("--dropout", a->dropout,
+                                   "dropout probability (also over --unet-config's or --init's)")
+                        ->capture_default_str();
+  arch.push_back(app.add_option("--sample-size", a->sample_size)->capture_default_str());
+  arch.push_back(app.add_option("--in-channels", a->in_channels)->capture_default_str());
+  arch.push_back(app.add_option("--num-classes", a->num_classes,
+                                "class embeddings (default: the data's class count; 0: "
+                                "unconditional)")
+                     ->check(at_least(0)));
   app.add_option("-t,--threads", a->threads, "CPU threads (default: all)");
   return [a] { return run_train(*a); };
 }
