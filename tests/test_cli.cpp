@@ -383,7 +383,7 @@ TEST_F(CliTest, TrainEvalEveryWritesEvaluationColumns) {
   std::getline(log, line);
   EXPECT_EQ(line,
             "step,loss,num_scales,target_ema,lr,images_per_second,frechet_1step,accuracy_1step,"
-            "frechet_2steps,accuracy_2steps");
+            "frechet_2steps,accuracy_2steps,images");
   int evaluated = 0, rows = 0;
   while (std::getline(log, line)) {
     ++rows;
@@ -392,8 +392,9 @@ TEST_F(CliTest, TrainEvalEveryWritesEvaluationColumns) {
     std::string cell;
     while (std::getline(ss, cell, ',')) cells.push_back(cell);
     if (line.back() == ',') cells.emplace_back();
-    ASSERT_EQ(cells.size(), 10u) << line;
+    ASSERT_EQ(cells.size(), 11u) << line;
     const int step = std::stoi(cells[0]);
+    EXPECT_EQ(cells[10], std::to_string(step * 4)) << line;  // images seen: step × batch
     if (step % 2 != 0) {
       for (int i = 6; i < 10; ++i) EXPECT_TRUE(cells[i].empty()) << line;
       continue;
@@ -418,6 +419,40 @@ TEST_F(CliTest, TrainEvalEveryWritesEvaluationColumns) {
                           path("rgb"));
   EXPECT_EQ(rgb.status, 1) << rgb.output;
   EXPECT_NE(rgb.output.find("--eval-every"), std::string::npos) << rgb.output;
+}
+
+// plot-log with several logs: their evaluations against images seen, each run shifted by the
+// images it saw before (pretraining); a log from before the images column needs its batch.
+TEST_F(CliTest, PlotLogComparesRunsAgainstImagesSeen) {
+  {
+    std::ofstream old(path("old.csv"));  // no images column, batch 64
+    old << "step,loss,num_scales,target_ema,lr,images_per_second,frechet_1step,accuracy_1step,"
+           "frechet_2steps,accuracy_2steps\n"
+           "100,1,11,0,1e-4,40,30,0.8,20,0.85\n200,0.5,11,0,1e-4,40,20,0.85,10,0.9\n";
+    std::ofstream now(path("new.csv"));
+    now << "step,loss,num_scales,target_ema,lr,images_per_second,frechet_1step,accuracy_1step,"
+           "frechet_2steps,accuracy_2steps,images\n"
+           "10,1,0,0,1e-4,40,,,,,320\n20,1,0,0,1e-4,40,9,0.9,5,0.91,640\n"
+           "30,1,0,0,1e-4,40,8,0.91,4,0.92,960\n";
+  }
+  const std::string both = "plot-log " + path("old.csv") + " " + path("new.csv") + " -o " +
+                           path("cmp.png") + " --label iCT,ECT";
+  const auto r = run_cm(both + " --batch 64,0 --images-before 0,20000");
+  ASSERT_EQ(r.status, 0) << r.output;
+  // 2 × 4 evaluation cells + 2 × 4; the last: 20000 + 960.
+  EXPECT_NE(r.output.find("16 evaluations of 2 runs against images seen (up to 20960)"),
+            std::string::npos)
+      << r.output;
+  const ImageU8 chart = read_png(path("cmp.png"));
+  EXPECT_EQ(chart.width, 800);
+  EXPECT_GT(chart.height, 4 * 200);  // four panels
+  const auto no_batch = run_cm(both);
+  EXPECT_EQ(no_batch.status, 1) << no_batch.output;
+  EXPECT_NE(no_batch.output.find("--batch"), std::string::npos) << no_batch.output;
+  const auto miscount = run_cm(both + " --batch 64");
+  EXPECT_EQ(miscount.status, 1) << miscount.output;
+  EXPECT_NE(miscount.output.find("--batch: 1 values for 2 logs"), std::string::npos)
+      << miscount.output;
 }
 
 // --init takes the folder's architecture and weights (here the shipped model's, as a pipeline

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "cm/config.h"
 #include "cm/distributed.h"
@@ -125,6 +126,24 @@ struct LossPlot {
 // Draws train_log.csv's loss against step (log scale, moving average) with labelled axes, and
 // its evaluation columns (if any) below, into a PNG or JPEG (by `image_path`'s extension).
 LossPlot plot_training_log(const std::string& csv_path, const std::string& image_path);
+
+// One run of a cost-to-quality chart.
+struct QualityRun {
+  std::string csv_path;      // a train_log.csv with evaluations (cm train --eval-every)
+  std::string label;         // its legend entry
+  double images_before = 0;  // images seen before the log's step 0 (e.g. a --init model's)
+  // Images per step (the global batch) for logs without an `images` column (before 2026-12-08);
+  // 0: the log's own column.
+  double images_per_step = 0;
+};
+struct QualityPlot {
+  int64_t evaluations = 0;  // points drawn, over all runs
+  double max_images = 0;
+};
+// Draws the runs' one- and two-step Fréchet distance (log scale) and class accuracy against the
+// images seen (pretraining counted through images_before), one colour per run, into a PNG or JPEG.
+QualityPlot plot_quality_against_images(const std::vector<QualityRun>& runs,
+                                        const std::string& image_path);
 
 // The UNet folder TrainOptions::init names: the folder itself, or its unet/ (a pipeline folder).
 // Throws cm::Error naming --init when neither holds a config.json.

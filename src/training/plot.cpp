@@ -1,7 +1,8 @@
 // cm plot-log: a training log drawn as a PNG or JPEG, no plotting library needed. The loss
 // against step (log scale: light grid, the raw loss in grey, a moving average in blue) and, where
 // the run evaluated itself (cm train --eval-every), the one- and two-step Fréchet distance and
-// class accuracy against step in panels below, on the same step axis.
+// class accuracy against step in panels below, on the same step axis. With several logs: their
+// evaluations against the images seen, one colour per run (the cost-to-quality chart).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -28,6 +29,7 @@ const double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 struct Series {
   std::vector<double> steps, values;
+  std::vector<double> images;  // the log's `images` cell on each row (NaN where it has none)
 };
 
 struct Log {
@@ -54,7 +56,7 @@ Log read_log(const std::string& csv_path) {
     const auto it = std::find(header.begin(), header.end(), name);
     return it == header.end() ? -1 : static_cast<int>(it - header.begin());
   };
-  const int step_col = column("step"), loss_col = column("loss");
+  const int step_col = column("step"), loss_col = column("loss"), images_col = column("images");
   if (step_col < 0 || loss_col < 0)
     throw Error(csv_path + ": no step and loss columns in the header '" + line +
                 "' (a train_log.csv of cm train?)");
@@ -79,13 +81,16 @@ Log read_log(const std::string& csv_path) {
     const double step = number(step_col), loss = number(loss_col);
     if (std::isnan(step) || std::isnan(loss))
       throw Error(csv_path + ": malformed line '" + line + "'");
+    const double images = number(images_col);
     log.loss.steps.push_back(step);
     log.loss.values.push_back(loss);
+    log.loss.images.push_back(images);
     for (const char* name : eval_names) {
       const double v = number(column(name));
       if (std::isfinite(v)) {
         log.eval[name].steps.push_back(step);
         log.eval[name].values.push_back(v);
+        log.eval[name].images.push_back(images);
       }
     }
   }
@@ -109,9 +114,14 @@ std::vector<double> nice_ticks(double lo, double hi, int want) {
   return out;
 }
 
+// Tick text: 1.2M and 400k for large values (image counts), 1e-05 for small ones.
 std::string label(double v) {
   char buf[32];
-  if (v != 0 && (std::abs(v) >= 1e5 || std::abs(v) < 1e-3))
+  if (std::abs(v) >= 1e6)
+    std::snprintf(buf, sizeof buf, "%gM", v / 1e6);
+  else if (std::abs(v) >= 1e4)
+    std::snprintf(buf, sizeof buf, "%gk", v / 1e3);
+  else if (v != 0 && std::abs(v) < 1e-3)
     std::snprintf(buf, sizeof buf, "%.0e", v);
   else
     std::snprintf(buf, sizeof buf, "%g", v);
@@ -178,9 +188,17 @@ class Panel {
     }
   }
   void legend(int slot, const std::string& text, const uint8_t color[3]) {
-    const int lx = kWidth - kRight - 180 + slot * 90, ly = top_ - Canvas::kGlyphHeight - 6;
+    legend_at(kWidth - kRight - 180 + slot * 90, text, color);
+  }
+  // A dashed vertical line at x = v.
+  void dashed_vertical(double v, const uint8_t color[3]) {
+    for (int y = top_; y < top_ + height_; y += 8) c_.line(x(v), y, x(v), y + 4, color);
+  }
+  // A legend entry whose left edge is at x; returns where the next one may start.
+  int legend_at(int lx, const std::string& text, const uint8_t color[3]) {
+    const int ly = top_ - Canvas::kGlyphHeight - 6;
     for (int d = 0; d < 3; ++d) c_.line(lx, ly + 2 + d, lx + 14, ly + 2 + d, color);
-    c_.text(lx + 18, ly, text, kAxis);
+    return lx + 18 + c_.text(lx + 18, ly, text, kAxis) + 14;
   }
 
  private:
@@ -219,7 +237,100 @@ bool is_jpeg_name(const std::string& path) {
   return ext != ".png";
 }
 
+void write_plot(Canvas& c, const std::string& image_path, bool jpeg, const std::string& text) {
+  ImageU8 img;
+  img.width = c.width;
+  img.height = c.height;
+  img.channels = 3;
+  img.pixels = std::move(c.pixels);
+  if (jpeg)
+    write_jpeg(image_path, img);
+  else
+    write_png(image_path, img, {{"Description", text}});
+}
+
 }  // namespace
+
+QualityPlot plot_quality_against_images(const std::vector<QualityRun>& runs,
+                                        const std::string& image_path) {
+  static constexpr uint8_t kPalette[][3] = {{31, 94, 200},  {220, 110, 20}, {40, 150, 60},
+                                            {200, 40, 40},  {140, 70, 180}, {90, 90, 90}};
+  constexpr size_t kColors = sizeof kPalette / sizeof kPalette[0];
+  const bool jpeg = is_jpeg_name(image_path);
+  if (runs.empty()) throw Error("plot-log: no training log to draw");
+  if (runs.size() > kColors)
+    throw Error("plot-log: at most " + std::to_string(kColors) + " logs in one chart");
+  const char* names[] = {"frechet_1step", "frechet_2steps", "accuracy_1step", "accuracy_2steps"};
+  const char* titles[] = {"Frechet distance, 1 step (log scale)",
+                          "Frechet distance, 2 steps (log scale)", "class accuracy, 1 step",
+                          "class accuracy, 2 steps"};
+  // Each run's series with the images seen as x.
+  std::vector<std::map<std::string, Series>> drawn(runs.size());
+  QualityPlot p;
+  double x_lo = std::numeric_limits<double>::infinity(), x_hi = 0;
+  for (size_t r = 0; r < runs.size(); ++r) {
+    const auto& run = runs[r];
+    if (!(run.images_before >= 0) || !(run.images_per_step >= 0))
+      throw Error(run.csv_path + ": images before and per step must be 0 or more");
+    const Log log = read_log(run.csv_path);
+    for (const char* name : names) {
+      const auto it = log.eval.find(name);
+      if (it == log.eval.end()) continue;
+      Series& out = drawn[r][name];
+      for (size_t i = 0; i < it->second.steps.size(); ++i) {
+        const double own = run.images_per_step > 0 ? it->second.steps[i] * run.images_per_step
+                                                   : it->second.images[i];
+        if (std::isnan(own))
+          throw Error(run.csv_path + ": no images column (a log from before 2026-12-08): give "
+                      "its images per step (--batch)");
+        out.steps.push_back(run.images_before + own);
+        out.values.push_back(it->second.values[i]);
+        x_lo = std::min(x_lo, out.steps.back());
+        x_hi = std::max(x_hi, out.steps.back());
+        ++p.evaluations;
+      }
+    }
+  }
+  if (p.evaluations == 0)
+    throw Error("plot-log: none of the logs has evaluations (cm train --eval-every)");
+  p.max_images = x_hi;
+  x_lo = std::min(x_lo, 0.0);
+  if (!(x_hi > x_lo)) x_hi = x_lo + 1;
+
+  const int eval_h = 200, gap = 70, top = 40;
+  Canvas c(kWidth, top + 4 * (eval_h + gap) - gap + 50);
+  int next = top;
+  for (int k = 0; k < 4; ++k) {
+    std::vector<const Series*> all;
+    for (const auto& run : drawn)
+      if (const auto it = run.find(names[k]); it != run.end()) all.push_back(&it->second);
+    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+    for (const auto* series : all)
+      for (double v : series->values) lo = std::min(lo, v), hi = std::max(hi, v);
+    if (all.empty()) lo = 0, hi = 1;
+    const bool log_y = k < 2 && lo > 0;
+    Panel panel(c, next, eval_h, x_lo, x_hi, lo, hi, log_y);
+    panel.frame(titles[k]);
+    int lx = kLeft + Canvas::text_width(titles[k], 2) + 30;
+    for (size_t r = 0; r < runs.size(); ++r) {
+      // Where the run's own training began: the images before it are the pretraining's.
+      if (runs[r].images_before > 0) panel.dashed_vertical(runs[r].images_before, kPalette[r]);
+      if (const auto it = drawn[r].find(names[k]); it != drawn[r].end())
+        panel.polyline(it->second, kPalette[r], true);
+      lx = panel.legend_at(lx, runs[r].label.empty() ? runs[r].csv_path : runs[r].label,
+                           kPalette[r]);
+    }
+    next += eval_h + gap;
+  }
+  const std::string axis = "images seen, pretraining included (dashed: end of pretraining)";
+  c.text((kWidth - Canvas::text_width(axis)) / 2, next - gap + 24, axis, kAxis);
+
+  std::ostringstream text;
+  text << "Frechet distance and class accuracy against images seen of";
+  for (const auto& run : runs) text << " " << (run.label.empty() ? run.csv_path : run.label);
+  write_plot(c, image_path, jpeg, text.str());
+  return p;
+}
 
 LossPlot plot_training_log(const std::string& csv_path, const std::string& image_path) {
   const bool jpeg = is_jpeg_name(image_path);  // before reading anything
@@ -278,15 +389,7 @@ LossPlot plot_training_log(const std::string& csv_path, const std::string& image
   text << "loss (log scale, " << p.min_loss << " to " << p.max_loss << ") against step ("
        << p.first_step << " to " << p.last_step << ") of " << csv_path;
   if (p.evaluations > 0) text << "; " << p.evaluations << " evaluations";
-  ImageU8 img;
-  img.width = c.width;
-  img.height = c.height;
-  img.channels = 3;
-  img.pixels = std::move(c.pixels);
-  if (jpeg)
-    write_jpeg(image_path, img);
-  else
-    write_png(image_path, img, {{"Description", text.str()}});
+  write_plot(c, image_path, jpeg, text.str());
   return p;
 }
 

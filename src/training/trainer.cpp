@@ -255,7 +255,7 @@ class Trainer {
       if (!log) throw Error(log_path.string() + ": cannot write the training log");
       if (new_log)
         log << "step,loss,num_scales,target_ema,lr,images_per_second,frechet_1step,"
-               "accuracy_1step,frechet_2steps,accuracy_2steps\n";
+               "accuracy_1step,frechet_2steps,accuracy_2steps,images\n";
     }
 
     TrainProgress p;
@@ -313,7 +313,7 @@ class Trainer {
                 << current_lr() << "," << p.images_per_second;
             for (double v : {p.frechet_1step, p.accuracy_1step, p.frechet_2steps, p.accuracy_2steps})
               if (std::isnan(v)) log << ","; else log << "," << v;
-            log << "\n";
+            log << "," << p.step * global_batch() << "\n";
             log.flush();
             if (on_log) on_log(p);
             p.frechet_1step = p.accuracy_1step = p.frechet_2steps = p.accuracy_2steps = std::nan("");

@@ -43,7 +43,7 @@ extern "C" __attribute__((visibility("default"))) int cm_cli_main(int argc, char
   auto* eval =
       app.add_subcommand("eval", "Fréchet distance and class accuracy of a model's samples");
   commands.emplace_back(eval, cm::cli::add_eval(*eval));
-  auto* plot_log = app.add_subcommand("plot-log", "Draw a training log's loss curve to PNG");
+  auto* plot_log = app.add_subcommand("plot-log", "Draw a training log's loss curve, or several runs' quality against images seen");
   commands.emplace_back(plot_log, cm::cli::add_plot_log(*plot_log));
 #endif
   auto* bench = app.add_subcommand("bench", "Measure generation speed against the machine's peak");

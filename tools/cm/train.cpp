@@ -109,8 +109,10 @@ int run_train(TrainArgs& a) {
     if (a.quiet) return;
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    // images_per_second counts every process's images.
     const double left = p.images_per_second > 0
-                            ? (p.total_steps - p.step) * a.o.batch_size / p.images_per_second
+                            ? static_cast<double>(p.total_steps - p.step) * a.o.batch_size *
+                                  a.o.distributed.world_size / p.images_per_second
                             : 0;
     std::fprintf(
         stderr, "step %lld/%lld  loss %.5f  N %lld  mu %.4f  %.1f img/s  %.0f s  left %.0f s\n",
@@ -243,18 +245,59 @@ Runner add_train(CLI::App& app) {
 }
 
 Runner add_plot_log(CLI::App& app) {
-  auto csv = std::make_shared<std::string>();
-  auto png = std::make_shared<std::string>("loss.png");
-  app.add_option("log", *csv, "a train_log.csv written by cm train")->required();
-  app.add_option("-o,--output", *png, "image to write: .png or .jpg")->capture_default_str();
-  return [csv, png] {
-    const auto p = plot_training_log(*csv, *png);
-    std::printf("%s: loss %.4g to %.4g (log scale) over steps %.0f to %.0f", png->c_str(),
-                p.min_loss, p.max_loss, p.first_step, p.last_step);
-    if (p.evaluations > 0)
-      std::printf("; %lld evaluations (Fréchet distance, accuracy) below",
-                  static_cast<long long>(p.evaluations));
-    std::printf("\n");
+  struct Args {
+    std::vector<std::string> logs, labels;
+    std::vector<double> images_before, batch;
+    std::string image = "loss.png";
+  };
+  auto a = std::make_shared<Args>();
+  app.add_option("logs", a->logs,
+                 "a train_log.csv written by cm train; with several, their evaluations against "
+                 "the images seen, in one chart")
+      ->required();
+  app.add_option("-o,--output", a->image, "image to write: .png or .jpg")->capture_default_str();
+  app.add_option("--label", a->labels, "each log's legend entry (comma-separated, in order)")
+      ->delimiter(',');
+  app.add_option("--images-before", a->images_before,
+                 "each log's images seen before its step 0, e.g. a --init model's pretraining "
+                 "(comma-separated)")
+      ->delimiter(',');
+  app.add_option("--batch", a->batch,
+                 "each log's images per step, for logs without an images column (0: the "
+                 "column; comma-separated)")
+      ->delimiter(',');
+  return [a] {
+    const size_t n = a->logs.size();
+    const bool compare = n > 1 || !a->labels.empty() || !a->images_before.empty() ||
+                         !a->batch.empty();
+    if (!compare) {
+      const auto p = plot_training_log(a->logs[0], a->image);
+      std::printf("%s: loss %.4g to %.4g (log scale) over steps %.0f to %.0f", a->image.c_str(),
+                  p.min_loss, p.max_loss, p.first_step, p.last_step);
+      if (p.evaluations > 0)
+        std::printf("; %lld evaluations (Fréchet distance, accuracy) below",
+                    static_cast<long long>(p.evaluations));
+      std::printf("\n");
+      return 0;
+    }
+    auto check_count = [&](size_t count, const char* flag) {
+      if (count != 0 && count != n)
+        throw Error(std::string(flag) + ": " + std::to_string(count) + " values for " +
+                    std::to_string(n) + " logs (one per log, in order)");
+    };
+    check_count(a->labels.size(), "--label");
+    check_count(a->images_before.size(), "--images-before");
+    check_count(a->batch.size(), "--batch");
+    std::vector<QualityRun> runs(n);
+    for (size_t i = 0; i < n; ++i) {
+      runs[i].csv_path = a->logs[i];
+      if (!a->labels.empty()) runs[i].label = a->labels[i];
+      if (!a->images_before.empty()) runs[i].images_before = a->images_before[i];
+      if (!a->batch.empty()) runs[i].images_per_step = a->batch[i];
+    }
+    const auto p = plot_quality_against_images(runs, a->image);
+    std::printf("%s: %lld evaluations of %zu runs against images seen (up to %.0f)\n",
+                a->image.c_str(), static_cast<long long>(p.evaluations), n, p.max_images);
     return 0;
   };
 }
