@@ -251,6 +251,9 @@ def test_stream_keep_alive_and_position():
         status, _, answer = s.post("/v1/jobs", {"seed": 1, "n": 64, "steps": 160})
         assert status == 202
         long_id = json.loads(answer)["id"]
+        # Accepted is not yet running: until the engine takes it, it counts in the queue too.
+        while json.loads(s.get("/v1/jobs/" + long_id)[2])["status"] != "running":
+            time.sleep(0.01)
         assert s.post("/v1/jobs", {"seed": 3})[0] == 202
         body = {"seed": 2, "steps": 1, "stream": True}
         # Browsers accept compressed answers; an event stream must not be compressed (held back).
