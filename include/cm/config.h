@@ -64,6 +64,24 @@ struct SchedulerConfig {
   void validate(const std::string& source) const;
 };
 
+// scheduler_config.json of diffusers' SCMScheduler (TrigFlow: x_t = cos t·x₀ + sin t·z, z ~
+// N(0, σd²), t ∈ [0, π/2]). sigma_max is this project's: the largest EDM noise level σ = σd·tan t
+// the network was trained at (the sCM trainer's UNet is an EDM denoiser); times beyond atan(σmax/σd)
+// are evaluated there. diffusers ignores the key.
+struct SCMSchedulerConfig {
+  int num_train_timesteps = 1000;
+  std::string prediction_type = "trigflow";
+  double sigma_data = 0.5;
+  double sigma_max = 80.0;
+
+  static SCMSchedulerConfig from_json(const std::string& json_text, const std::string& source);
+  std::string to_json() const;
+  void validate(const std::string& source) const;
+};
+
+// The "_class_name" of a scheduler_config.json ("" when absent), for choosing the scheduler.
+std::string scheduler_class_name(const std::string& json_text, const std::string& source);
+
 // model_index.json: which classes make up the pipeline.
 struct PipelineIndex {
   std::string class_name = "ConsistencyModelPipeline";

@@ -3,6 +3,7 @@
 #include "cm/config.h"
 
 #include <cctype>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -254,6 +255,47 @@ SchedulerConfig SchedulerConfig::from_json(const std::string& text, const std::s
   read(j, src, "clip_denoised", c.clip_denoised);
   c.validate(src);
   return c;
+}
+
+SCMSchedulerConfig SCMSchedulerConfig::from_json(const std::string& text, const std::string& src) {
+  const json j = parse_object(text, src);
+  SCMSchedulerConfig c;
+  read(j, src, "num_train_timesteps", c.num_train_timesteps);
+  read(j, src, "prediction_type", c.prediction_type);
+  read(j, src, "sigma_data", c.sigma_data);
+  read(j, src, "sigma_max", c.sigma_max);
+  c.validate(src);
+  return c;
+}
+
+void SCMSchedulerConfig::validate(const std::string& src) const {
+  if (num_train_timesteps < 1)
+    throw Error(src + ": num_train_timesteps must be at least 1, got " +
+                std::to_string(num_train_timesteps));
+  if (prediction_type != "trigflow")
+    throw Error(src + ": prediction_type '" + prediction_type +
+                "' is not supported (SCMScheduler knows only 'trigflow')");
+  if (!(sigma_data > 0) || !(sigma_max > 0) || !std::isfinite(sigma_max))
+    throw Error(src + ": sigma_data and sigma_max must be positive and finite");
+}
+
+std::string SCMSchedulerConfig::to_json() const {
+  json j;
+  j["_class_name"] = "SCMScheduler";
+  j["_diffusers_version"] = "0.42.1";
+  j["num_train_timesteps"] = num_train_timesteps;
+  j["prediction_type"] = prediction_type;
+  j["sigma_data"] = sigma_data;
+  j["sigma_max"] = sigma_max;
+  return j.dump(2) + "\n";
+}
+
+std::string scheduler_class_name(const std::string& text, const std::string& src) {
+  const json j = parse_object(text, src);
+  const auto it = j.find("_class_name");
+  if (it == j.end()) return "";
+  if (!it->is_string()) throw Error(src + ": _class_name must be a string");
+  return it->get<std::string>();
 }
 
 SchedulerConfig SchedulerConfig::load(const std::string& path) {
