@@ -95,9 +95,10 @@ void expect_pair_matches_single(const std::string& base, const std::string& meth
 }
 
 TEST_F(Distributed, TwoProcessesWithBatchBMatchOneProcessWithBatch2B) {
-  for (const char* method : {"", "--method ect "}) {
+  for (const char* method : {"", "--method ect ", "--method sct --tangent-warmup 2 "}) {
     SCOPED_TRACE(method);
-    expect_pair_matches_single(path(*method ? "ect" : "ict"), method);
+    const std::string name = *method ? std::string(method).substr(9, 3) : "ict";
+    expect_pair_matches_single(path(name), method);
   }
 }
 

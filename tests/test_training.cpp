@@ -232,7 +232,7 @@ TEST_F(TrainingRun, RunFoldersAreResumedNotOverwritten) {
 }
 
 TEST_F(TrainingRun, ResumeGivesTheSameWeightsAsAnUnbrokenRun) {
-  for (const char* method : {"ict", "ct", "ect"}) {
+  for (const char* method : {"ict", "ct", "ect", "sct"}) {
     SCOPED_TRACE(method);
     auto whole = tiny_options((dir_ / method / "whole").string(), method);
     whole.total_steps = 6;
@@ -253,6 +253,27 @@ TEST_F(TrainingRun, ResumeGivesTheSameWeightsAsAnUnbrokenRun) {
       EXPECT_TRUE(at::equal(value, b.at(key))) << key;
     }
   }
+}
+
+// An sCT run saves a pipeline whose scheduler is diffusers' SCMScheduler (TrigFlow, the run's
+// σd and σmax), and keeps the adaptive weighting's head in its training state only.
+TEST_F(TrainingRun, SctSavesAnScmSchedulerPipeline) {
+  auto o = tiny_options((dir_ / "sct").string(), "sct");
+  o.total_steps = 2;
+  train(o);
+  const fs::path ckpt = dir_ / "sct" / "checkpoint";
+  const std::string text = read_text_file((ckpt / "scheduler" / "scheduler_config.json").string());
+  EXPECT_EQ(scheduler_class_name(text, "scheduler_config.json"), "SCMScheduler");
+  const auto scm = SCMSchedulerConfig::from_json(text, "scheduler_config.json");
+  EXPECT_EQ(scm.sigma_data, o.scheduler.sigma_data);
+  EXPECT_EQ(scm.sigma_max, o.scheduler.sigma_max);
+  EXPECT_NE(read_text_file((ckpt / "model_index.json").string()).find("SCMScheduler"),
+            std::string::npos);
+  const auto state = saved_state(o.output_dir);
+  EXPECT_EQ(state.count("logvar.weight"), 1u);
+  EXPECT_EQ(state.count("adam.exp_avg.logvar.weight"), 1u);
+  const auto unet = read_state_dict((ckpt / "unet" / "diffusion_pytorch_model.safetensors").string());
+  for (const auto& [key, value] : unet) EXPECT_EQ(key.find("logvar"), std::string::npos) << key;
 }
 
 // With --ema-warmup the first step keeps a tenth of the initial weights (rate min(0.9, 1/10))
@@ -328,7 +349,7 @@ TEST_F(TrainingRun, EveryMethodLowersItsLoss) {
   // A fixed noise grid (no curriculum) and a fixed small data set, so the loss is comparable
   // across steps: the mean of the last steps must be below the mean of the first ones.
   auto edm = tiny_options((dir_ / "edm").string(), "edm");
-  for (const char* method : {"edm", "ict", "ct", "cd", "ect"}) {
+  for (const char* method : {"edm", "ict", "ct", "cd", "ect", "sct"}) {
     SCOPED_TRACE(method);
     auto o = tiny_options((dir_ / method).string(), method);
     o.total_steps = 40;
@@ -338,6 +359,7 @@ TEST_F(TrainingRun, EveryMethodLowersItsLoss) {
     o.ct_s0 = o.ct_s1 = 10;
     o.cd_scales = 10;
     o.ect_stage_steps = 1000;  // one stage: r(t) fixed
+    o.tangent_warmup = 0;      // sct: the whole tangent from the start
     if (std::string(method) == "cd") o.teacher = (dir_ / "edm" / "teacher").string();
     expect_loss_falls(o);
   }

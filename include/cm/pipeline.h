@@ -72,6 +72,8 @@ std::string unet_folder(const std::string& model_dir);
 
 // Writes a diffusers pipeline folder (model_index.json, unet/, scheduler/) for `unet`.
 void save_pretrained(const std::string& dir, UNet2DModel& unet, const SchedulerConfig& scheduler);
+// The same for a TrigFlow (sCM) model: scheduler/ is diffusers' SCMScheduler.
+void save_pretrained(const std::string& dir, UNet2DModel& unet, const SCMSchedulerConfig& scheduler);
 
 // Threads: once constructed, a pipeline may be called from several threads at once (a server
 // does): each call keeps its own scheduler state and random generator, and the CPU convolutions

@@ -1,6 +1,7 @@
 // Training consistency models: iCT (default), the original CT, consistency distillation (CD) from
 // an EDM teacher, EDM training of that teacher, and ECT (consistency tuning of a pretrained
-// diffusion model, Geng et al. 2024). What it saves is a diffusers pipeline folder.
+// diffusion model, Geng et al. 2024) and sCT (continuous-time consistency training in TrigFlow
+// time, Lu & Song 2024). What it saves is a diffusers pipeline folder.
 #pragma once
 
 #include <cmath>
@@ -17,7 +18,7 @@
 namespace cm {
 
 struct TrainOptions {
-  std::string method = "ict";  // ict | ct | cd | edm | ect
+  std::string method = "ict";  // ict | ct | cd | edm | ect | sct
   // "fashion-mnist[:train|:test]", or a folder of PNG/JPEG images (one sub-folder per class, or
   // unlabelled), read at the model's sample_size and in_channels.
   std::string data = "fashion-mnist";
@@ -59,6 +60,16 @@ struct TrainOptions {
   int64_t ect_stage_steps = 0;
   double ect_q = 2.0, ect_k = 8.0, ect_b = 1.0, ect_c = 0.0;
   std::string ect_weighting = "dt";
+  // sCT (sCM from data, Lu & Song 2024, as NVlabs/FastGen's sCM.py): the UNet is an EDM
+  // denoiser seen in TrigFlow time t = atan(σ/σd); σ log-normal (sct_p_mean, sct_p_std) in
+  // [σmin, sct_sigma_max]; the tangent's time derivative by central differences in float64
+  // (FastGen's use_jvp_finite_diff: ε = 10⁻³·t, the network in the run's dtype, both evaluations
+  // with the online pass's dropout masks); tangent warm-up over tangent_warmup steps, tangent
+  // normalization g/(‖g‖/√D + tangent_norm_c); the adaptive weight e^−logvar from a linear head on
+  // the time's sinusoidal features (kept in the training state, not in the sampling model).
+  double sct_p_mean = -1.0, sct_p_std = 1.4, sct_sigma_max = 800;
+  int64_t tangent_warmup = 10000;
+  double tangent_norm_c = 0.1;
   // EDM teacher
   double edm_p_mean = -1.2, edm_p_std = 1.2;
 

@@ -34,6 +34,21 @@ void get_module(const std::map<std::string, at::Tensor>& in, const std::string& 
 
 }  // namespace
 
+std::vector<std::pair<std::string, at::Tensor>> TrainState::named_trainable() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& p : online->named_parameters(true)) out.emplace_back(p.key(), p.value());
+  if (logvar)
+    for (const auto& p : logvar->named_parameters(true))
+      out.emplace_back("logvar." + p.key(), p.value());
+  return out;
+}
+
+std::vector<at::Tensor> TrainState::trainable() const {
+  std::vector<at::Tensor> out;
+  for (const auto& [name, p] : named_trainable()) out.push_back(p);
+  return out;
+}
+
 void save_checkpoint(const std::string& output_dir, const TrainOptions& options,
                      const TrainState& state, int64_t num_train_timesteps,
                      const std::vector<std::string>& class_names) {
@@ -44,7 +59,14 @@ void save_checkpoint(const std::string& output_dir, const TrainOptions& options,
   SchedulerConfig sc = options.scheduler;
   sc.num_train_timesteps = static_cast<int>(std::max<int64_t>(2, num_train_timesteps));
   UNet2DModel ema = state.ema;
-  save_pretrained(tmp_dir.string(), ema, sc);
+  if (options.method == "sct") {
+    SCMSchedulerConfig scm;
+    scm.sigma_data = options.scheduler.sigma_data;
+    scm.sigma_max = options.scheduler.sigma_max;
+    save_pretrained(tmp_dir.string(), ema, scm);
+  } else {
+    save_pretrained(tmp_dir.string(), ema, sc);
+  }
   if (!class_names.empty() && state.online->config().num_class_embeds)
     write_class_names(tmp_dir.string(), class_names);
 
@@ -52,13 +74,16 @@ void save_checkpoint(const std::string& output_dir, const TrainOptions& options,
   put_module(t, "online.", state.online);
   put_module(t, "ema.", state.ema);
   if (state.target) put_module(t, "target.", state.target);
-  for (const auto& p : state.online->named_parameters(true)) {
-    auto it = state.optimizer->state().find(optimizer_state_key(p.value()));
+  if (state.logvar)
+    for (const auto& p : state.logvar->named_parameters(true))
+      t.emplace("logvar." + p.key(), p.value());
+  for (const auto& [name, p] : state.named_trainable()) {
+    auto it = state.optimizer->state().find(optimizer_state_key(p));
     if (it == state.optimizer->state().end()) continue;
     const auto& s = static_cast<const torch::optim::AdamParamState&>(*it->second);
-    t.emplace("adam.exp_avg." + p.key(), s.exp_avg());
-    t.emplace("adam.exp_avg_sq." + p.key(), s.exp_avg_sq());
-    t.emplace("adam.step." + p.key(), at::tensor(static_cast<int64_t>(s.step())));
+    t.emplace("adam.exp_avg." + name, s.exp_avg());
+    t.emplace("adam.exp_avg_sq." + name, s.exp_avg_sq());
+    t.emplace("adam.step." + name, at::tensor(static_cast<int64_t>(s.step())));
   }
   t.emplace("rng.data", state.generator.get_state());
   t.emplace("rng.default", at::detail::getDefaultCPUGenerator().get_state());
@@ -97,15 +122,22 @@ void load_checkpoint(const std::string& output_dir, const std::string& method, T
   get_module(t, "online.", state.online, path);
   get_module(t, "ema.", state.ema, path);
   if (state.target) get_module(t, "target.", state.target, path);
-  for (const auto& p : state.online->named_parameters(true)) {
-    auto avg = t.find("adam.exp_avg." + p.key());
+  if (state.logvar) {
+    for (auto& p : state.logvar->named_parameters(true)) {
+      const auto it = t.find("logvar." + p.key());
+      if (it == t.end()) throw Error(path + ": no logvar." + p.key() + " (not an sCT checkpoint)");
+      p.value().copy_(it->second);
+    }
+  }
+  for (const auto& [name, p] : state.named_trainable()) {
+    auto avg = t.find("adam.exp_avg." + name);
     if (avg == t.end()) continue;
     auto s = std::make_unique<torch::optim::AdamParamState>();
-    const auto device = p.value().device();
+    const auto device = p.device();
     s->exp_avg(avg->second.to(device, /*non_blocking=*/false, /*copy=*/true));
-    s->exp_avg_sq(t.at("adam.exp_avg_sq." + p.key()).to(device, false, true));
-    s->step(t.at("adam.step." + p.key()).item<int64_t>());
-    state.optimizer->state()[optimizer_state_key(p.value())] = std::move(s);
+    s->exp_avg_sq(t.at("adam.exp_avg_sq." + name).to(device, false, true));
+    s->step(t.at("adam.step." + name).item<int64_t>());
+    state.optimizer->state()[optimizer_state_key(p)] = std::move(s);
   }
   state.generator.set_state(t.at("rng.data"));
   at::Generator default_gen = at::detail::getDefaultCPUGenerator();

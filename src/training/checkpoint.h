@@ -3,6 +3,7 @@
 // temporary folder and renamed into place.
 #pragma once
 
+#include <torch/nn/modules/linear.h>
 #include <torch/optim/adam.h>
 #include <optional>
 #include <string>
@@ -16,9 +17,15 @@ struct TrainState {
   UNet2DModel online{nullptr};
   UNet2DModel ema{nullptr};
   UNet2DModel target{nullptr};                         // CT / CD only
+  torch::nn::Linear logvar{nullptr};                   // sCT: the adaptive weighting's head
   std::unique_ptr<torch::optim::Optimizer> optimizer;  // Adam or RAdam: both keep AdamParamState
   at::Generator generator;                             // data order and noise
   int64_t step = 0;
+
+  // What the optimizer updates, by name: the online UNet's parameters, then the head's as
+  // "logvar.weight" and "logvar.bias".
+  std::vector<std::pair<std::string, at::Tensor>> named_trainable() const;
+  std::vector<at::Tensor> trainable() const;
 };
 
 // Writes <dir>/checkpoint (replacing the previous one only once the new one is complete).

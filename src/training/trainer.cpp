@@ -27,6 +27,8 @@
 #include "training/ode.h"
 #include "training/radam.h"
 #include "training/schedules.h"
+#include "training/trigflow.h"
+#include "models/embeddings.h"
 
 namespace cm {
 
@@ -123,6 +125,14 @@ void check_ranges(const TrainOptions& o) {
     throw Error("--ect-c: must be 0 or more, got " + text(o.ect_c));
   if (!std::isfinite(o.ect_k) || !std::isfinite(o.ect_b))
     throw Error("--ect-k/--ect-b: must be finite");
+  if (!(o.sct_p_std > 0) || !std::isfinite(o.sct_p_std) || !std::isfinite(o.sct_p_mean))
+    throw Error("--sct-p-std: must be positive (and --sct-p-mean finite), got " +
+                text(o.sct_p_std));
+  if (!(o.sct_sigma_max > o.scheduler.sigma_min) || !std::isfinite(o.sct_sigma_max))
+    throw Error("--sct-sigma-max: must be finite and above sigma_min, got " +
+                text(o.sct_sigma_max));
+  if (!(o.tangent_norm_c > 0) || !std::isfinite(o.tangent_norm_c))
+    throw Error("--tangent-norm-c: must be positive, got " + text(o.tangent_norm_c));
   if (o.ect_weighting != "dt" && o.ect_weighting != "snr")
     throw Error("--ect-weighting: unknown value '" + o.ect_weighting + "' (dt, snr)");
   auto unit = [](double v, const char* flag, bool closed) {
@@ -158,8 +168,11 @@ class Trainer {
  public:
   explicit Trainer(const TrainOptions& o) : o_(o) {
     if (o.method != "ict" && o.method != "ct" && o.method != "cd" && o.method != "edm" &&
-        o.method != "ect")
-      throw Error("--method: unknown value '" + o.method + "' (ict, ct, cd, edm, ect)");
+        o.method != "ect" && o.method != "sct")
+      throw Error("--method: unknown value '" + o.method + "' (ict, ct, cd, edm, ect, sct)");
+    if (o.method == "sct" && o.eval_every > 0)
+      throw Error("--eval-every: not available for --method sct yet (cm generate and cm eval do "
+                  "not sample SCMScheduler models yet)");
     if (o.total_steps < 1) throw Error("--steps: must be at least 1");
     if (o.batch_size < 1) throw Error("--batch-size: must be at least 1");
     check_ranges(o);
@@ -231,12 +244,19 @@ class Trainer {
       teacher_ = load_unet(fs::exists(t / "unet") ? (t / "unet").string() : o.teacher, at::kFloat,
                            device_);
     }
+    if (o.method == "sct") {
+      // Zero: every sample starts with weight e⁰ = 1 (FastGen draws it at random).
+      s_.logvar = torch::nn::Linear(u.block_out_channels.at(0), 1);
+      torch::NoGradGuard no_grad;
+      s_.logvar->weight.zero_();
+      s_.logvar->bias.zero_();
+      s_.logvar->to(device_);
+    }
     if (o.optimizer == "radam")
-      s_.optimizer =
-          std::make_unique<RAdam>(s_.online->parameters(), torch::optim::AdamOptions(o.lr));
+      s_.optimizer = std::make_unique<RAdam>(s_.trainable(), torch::optim::AdamOptions(o.lr));
     else
-      s_.optimizer = std::make_unique<torch::optim::Adam>(s_.online->parameters(),
-                                                          torch::optim::AdamOptions(o.lr));
+      s_.optimizer =
+          std::make_unique<torch::optim::Adam>(s_.trainable(), torch::optim::AdamOptions(o.lr));
     s_.generator = at::detail::createCPUGenerator(o.seed);
     if (o.resume) {
       load_checkpoint(o.output_dir, o.method, s_);
@@ -409,10 +429,65 @@ class Trainer {
     return (weight * pseudo_huber(out.to(at::kFloat), target, o_.ect_c)).mean();
   }
 
+  // sCT as NVlabs/FastGen's sCM (use_jvp_finite_diff): see TrainOptions. One difference: both
+  // finite-difference evaluations replay the online pass's dropout masks (FastGen's fork_rng gives
+  // them each other's, drawn after it), so the tangent is that of the very function trained.
+  at::Tensor sct_loss(const Batch& b, const at::Tensor& z_unit, TrainProgress& p) {
+    const auto& sc = o_.scheduler;
+    const double sd = sc.sigma_data;
+    const auto sigma =
+        (mine(at::randn({global_batch()}, s_.generator, at::TensorOptions().dtype(at::kFloat))) *
+             o_.sct_p_std +
+         o_.sct_p_mean)
+            .exp()
+            .clamp(sc.sigma_min, o_.sct_sigma_max)
+            .to(device_);
+    const auto t = at::atan2(sigma.to(at::kDouble), at::scalar_tensor(sd, at::kDouble));
+    const auto t4 = t.reshape({-1, 1, 1, 1});
+    const auto x0 = b.x.to(at::kDouble), z = z_unit.to(at::kDouble) * sd;
+    const auto x_hat = (t4.cos() * x0 + t4.sin() * z).to(at::kFloat);
+    const auto dxt_dt = t4.cos() * z - t4.sin() * x0;
+
+    auto gen = at::globalContext().defaultGenerator(device_);
+    const auto dropout_state = gen.get_state();
+    const auto f = trigflow_velocity(*s_.online, x_hat, t, b.labels, sd);
+    const auto after_state = gen.get_state();
+    at::Tensor jvp;
+    {
+      torch::NoGradGuard no_grad;
+      constexpr double kEdge = M_PI / 2 - 1e-5;
+      const auto eps = (1e-3 * t.abs()).clamp_min(1e-6);
+      const auto t_plus = (t + eps).clamp_max(kEdge), t_minus = (t - eps).clamp_min(-kEdge);
+      auto at_time = [&](const at::Tensor& time) {
+        const auto c = time.reshape({-1, 1, 1, 1});
+        const auto x = (c.cos() * x0 + c.sin() * z).to(at::kFloat);
+        gen.set_state(dropout_state);
+        return trigflow_velocity(*s_.online, x, time, b.labels, sd).to(at::kDouble);
+      };
+      const auto f_plus = at_time(t_plus), f_minus = at_time(t_minus);
+      jvp = (f_plus - f_minus) * ((t.cos() * t.sin()) / (2 * eps)).reshape({-1, 1, 1, 1});
+      gen.set_state(after_state);
+    }
+    const double r =
+        o_.tangent_warmup > 0
+            ? std::min(1.0, static_cast<double>(s_.step) / static_cast<double>(o_.tangent_warmup))
+            : 1.0;
+    const auto g = scm_tangent(f.detach().to(at::kDouble), jvp, x_hat.to(at::kDouble), dxt_dt, t,
+                               r, sd, o_.tangent_norm_c);
+    const auto features = models::timestep_embedding(sigma_to_timestep(sigma).to(at::kFloat),
+                                                     o_.unet.block_out_channels.at(0),
+                                                     o_.unet.flip_sin_to_cos, o_.unet.freq_shift);
+    const auto logvar = s_.logvar->forward(features.to(device_)).reshape({-1});
+    p.num_scales = 0;
+    p.target_ema = 0;
+    return scm_loss(f, g, logvar, sigma).mean();
+  }
+
   // The method's loss on this rank's slice of the batch; sets p's N(k) and μ(k).
   at::Tensor compute_loss(const Batch& b, const at::Tensor& z, TrainProgress& p) {
     at::Tensor loss;
     if (o_.method == "ect") return ect_loss(b, z, p);
+    if (o_.method == "sct") return sct_loss(b, z, p);
     if (o_.method == "edm") {
       const auto sigma =
           (mine(at::randn({global_batch()}, s_.generator, at::TensorOptions().dtype(at::kFloat))) *
@@ -499,14 +574,14 @@ class Trainer {
       error = std::current_exception();
     }
     agree(error, "computing its loss");
-    group_->average_gradients(s_.online->parameters());
+    group_->average_gradients(s_.trainable());
     if (o_.method == "ect") {
       // √‖·‖² has no derivative where both points agree exactly (c = 0): as the reference, such
       // a gradient is taken as 0 rather than spoiling the step.
       for (auto& w : s_.online->parameters())
         if (w.grad().defined()) w.mutable_grad().nan_to_num_(0.0, 1e5, -1e5);
     }
-    if (o_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(s_.online->parameters(), o_.grad_clip);
+    if (o_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(s_.trainable(), o_.grad_clip);
     s_.optimizer->step();
     if (s_.target) lerp_weights(s_.target, s_.online, p.target_ema);
     lerp_weights(s_.ema, s_.online, ema_rate_at(s_.step, o_.ema_rate, o_.ema_warmup));
@@ -557,7 +632,7 @@ class Trainer {
   }
 
   void write_samples() {
-    if (o_.method == "edm") return;
+    if (o_.method == "edm" || o_.method == "sct") return;
     auto pipe = ema_pipeline();
     GenerateOptions g;
     const int classes = conditional_ ? static_cast<int>(data_.class_names.size()) : 10;

@@ -145,7 +145,9 @@ Runner add_train(CLI::App& app) {
   auto& o = a->o;
   app.add_option("--method", o.method,
                  "ict (default), ct, cd, edm (a diffusion model: the teacher for cd, the start "
-                 "for ect) or ect (consistency tuning, usually with --init)")
+                 "for ect and sct), ect (consistency tuning, usually with --init) or sct "
+                 "(continuous-time consistency training in TrigFlow time, sCM; saves an "
+                 "SCMScheduler pipeline)")
       ->capture_default_str();
   app.add_option("--data", o.data,
                  "fashion-mnist[:train|:test], or a folder of PNG/JPEG images (one sub-folder per "
@@ -173,6 +175,18 @@ Runner add_train(CLI::App& app) {
                  "(its ImageNet-64 one)")
       ->capture_default_str();
   app.add_option("--ect-c", o.ect_c, "ect: distance sqrt(|d|^2 + c^2) - c (0: the L2 norm)")
+      ->capture_default_str();
+  app.add_option("--sct-p-mean", o.sct_p_mean, "sct: mean of ln(sigma)")->capture_default_str();
+  app.add_option("--sct-p-std", o.sct_p_std, "sct: deviation of ln(sigma)")->capture_default_str();
+  app.add_option("--sct-sigma-max", o.sct_sigma_max,
+                 "sct: largest sigma trained at (beyond the 80 sampling starts from, as FastGen)")
+      ->capture_default_str();
+  app.add_option("--tangent-warmup", o.tangent_warmup,
+                 "sct: steps over which the tangent's second term grows from 0 to 1 (0: none)")
+      ->capture_default_str()
+      ->check(at_least(0));
+  app.add_option("--tangent-norm-c", o.tangent_norm_c,
+                 "sct: tangent normalization g/(|g|/sqrt(D) + c)")
       ->capture_default_str();
   app.add_option("--steps", o.total_steps, "total training steps K")->capture_default_str();
   app.add_option("-n,--batch-size", o.batch_size,
