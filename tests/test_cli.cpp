@@ -16,6 +16,7 @@
 
 #include "cm/config.h"
 #include "cm/image_io.h"
+#include "free_port.h"
 #include "golden.h"
 #include "io/state_dict.h"
 #include "run_cm.h"
@@ -171,7 +172,6 @@ TEST_F(CliTest, BadArgumentsGiveOneLineErrors) {
       {"train --method ect --ect-weighting sqrt -q -o " + path("run"), "--ect-weighting"},
       {"train --method sct --tangent-norm-c 0 -q -o " + path("run"), "--tangent-norm-c"},
       {"train --method sct --sct-p-std -1 -q -o " + path("run"), "--sct-p-std"},
-      {"train --method sct --eval-every 10 -q -o " + path("run"), "--eval-every"},
       {"train-classifier -n 0 -o " + path("cls"), "--batch-size"},
       {"train-classifier --epochs 0 -o " + path("cls"), "--epochs"},
       {"eval --per-class 0", "--per-class"},
@@ -370,6 +370,35 @@ TEST_F(CliTest, PlotLogDrawsLabelsEvaluationsAndJpeg) {
   const ImageU8 j = read_jpeg(path("loss.jpg"));
   EXPECT_EQ(j.width, with_eval.width);
   EXPECT_EQ(j.height, with_eval.height);
+}
+
+// sCT end to end: it trains with evaluations (one- and two-step samples by SCMScheduler), its
+// checkpoint generates, and the commands that do not take TrigFlow models yet say so in one line.
+TEST_F(CliTest, SctTrainsEvaluatesAndGenerates) {
+  const auto r = run_cm(
+      "train --method sct --data fashion-mnist:test --data-limit 64 --channels 8,16 "
+      "--layers-per-block 1 --head-dim 8 --norm-groups 4 --checkpoint-every 0 --sample-every 2 "
+      "--log-every 1 --seed 3 -n 4 -t 2 --steps 2 --eval-every 2 --eval-per-class 3 -o " +
+      path("sct"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("eval: 1 step Fréchet"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::exists(path("sct/samples/step_0000002.png")));
+  const std::string model = path("sct/checkpoint");
+  const auto g = run_cm("generate -m " + model + " --steps 2 -s 1 -q -o " + path("g.png"));
+  ASSERT_EQ(g.status, 0) << g.output;
+  EXPECT_EQ(read_png(path("g.png")).width, 28);
+  const int port = cm::test::free_port();
+  ASSERT_GT(port, 0);
+  for (const std::string& command :
+       {"edit -m " + model + " --task interpolate -q -o " + path("e.png"),
+        "serve -q -m " + model + " --port " + std::to_string(port)}) {
+    const auto e = run_cm(command);
+    EXPECT_NE(e.status, 0) << command;
+    const auto at = e.output.find("error: ");
+    ASSERT_NE(at, std::string::npos) << e.output;
+    EXPECT_NE(e.output.find("TrigFlow (SCMScheduler)"), std::string::npos) << e.output;
+    EXPECT_EQ(e.output.find('\n', at), e.output.size() - 1) << e.output;  // one line, the last
+  }
 }
 
 // --eval-every: the evaluated steps' rows carry one- and two-step Fréchet distance and accuracy

@@ -4,6 +4,7 @@
 
 #include <thread>
 
+#include "cm/denoiser.h"
 #include "cm/error.h"
 #include "cm/output.h"
 #include "cm/pipeline.h"
@@ -122,6 +123,76 @@ TEST(PipelineErrors, BadOptionsGiveClearErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent/model"), std::string::npos);
   }
+}
+
+UNetConfig tiny_trigflow_unet() {
+  UNetConfig c;
+  c.sample_size = 8;
+  c.in_channels = c.out_channels = 1;
+  c.block_out_channels = {8, 16};
+  c.down_block_types = {"ResnetDownsampleBlock2D", "AttnDownBlock2D"};
+  c.up_block_types = {"AttnUpBlock2D", "ResnetUpsampleBlock2D"};
+  c.downsample_type = c.upsample_type = "resnet";
+  c.layers_per_block = 1;
+  c.attention_head_dim = 8;
+  c.norm_num_groups = 4;
+  c.num_class_embeds = 3;
+  return c;
+}
+
+// A TrigFlow pipeline samples its EDM denoiser D in TrigFlow time, written here in D's terms
+// alone: the noise drawn first, one more draw per step (diffusers' SCMScheduler draws at every
+// step); x̂ = σd·noise; at time t the image D(x̂/cos t', σd·tan t') with t' = min(t, atan(σmax/σd));
+// then the next time's cos t·x₀ + sin t·σd·noise.
+TEST(TrigFlowPipeline, StepsAreTheEdmDenoiserInTrigFlowTime) {
+  torch::manual_seed(5);
+  UNet2DModel unet(tiny_trigflow_unet());
+  UNet2DModel reference = UNet2DModel(tiny_trigflow_unet());
+  {
+    torch::NoGradGuard no_grad;
+    reference->load_state_dict(unet->state_dict(), "copy");
+  }
+  reference->eval();
+  SCMSchedulerConfig sc;
+  sc.sigma_data = 0.5;
+  sc.sigma_max = 20;
+  ConsistencyModelPipeline pipe(unet, SCMScheduler(sc));
+  ASSERT_TRUE(pipe.is_trigflow());
+  for (int steps : {1, 2, 3}) {
+    SCOPED_TRACE(steps);
+    GenerateOptions o;
+    o.batch_size = 2;
+    o.seed = 11;
+    o.class_labels = {2, 0};
+    o.num_inference_steps = steps;
+    const auto got = pipe(o);
+
+    torch::NoGradGuard no_grad;
+    auto gen = at::detail::createCPUGenerator(11);
+    const auto noise = at::randn({2, 1, 8, 8}, gen, at::TensorOptions().dtype(at::kFloat));
+    std::vector<at::Tensor> step_noise;
+    for (int i = 0; i < steps; ++i)
+      step_noise.push_back(at::randn({2, 1, 8, 8}, gen, at::TensorOptions().dtype(at::kFloat)));
+    const std::vector<double> times =
+        steps == 1 ? std::vector<double>{1.5708, 0}
+        : steps == 2 ? std::vector<double>{1.5708, 1.3, 0}
+                     : std::vector<double>{1.5708, 1.5708 * 2 / 3, 1.5708 / 3, 0};
+    const at::Tensor labels = at::tensor(std::vector<int64_t>{2, 0});
+    at::Tensor x = noise * 0.5;
+    at::Tensor x0;
+    for (int i = 0; i < steps; ++i) {
+      const double t = std::min(times[i], std::atan(20 / 0.5));
+      const auto sigma = at::full({2}, 0.5 * std::tan(t), at::kFloat);
+      x0 = edm_denoise(*reference, x / std::cos(t), sigma, labels, 0.5);
+      x = std::cos(times[i + 1]) * x0 + std::sin(times[i + 1]) * 0.5 * step_noise[i];
+    }
+    const auto want = (x0 / 2 + 0.5).clamp(0, 1).permute({0, 2, 3, 1});
+    EXPECT_LT((got.images - want).abs().max().item<double>(), 2e-5);
+    EXPECT_EQ(got.timesteps.size(), static_cast<size_t>(steps));
+  }
+  GenerateOptions indices;
+  indices.timesteps = {22, 0};
+  EXPECT_THROW(pipe(indices), Error);
 }
 
 }  // namespace

@@ -25,4 +25,18 @@ at::Tensor consistency_function(UNet2DModelImpl& unet, const at::Tensor& x, cons
                                 const std::optional<at::Tensor>& labels,
                                 const SchedulerConfig& config);
 
+// The EDM denoiser (Karras et al. 2022): D(x, σ) = c_skip·x + c_out·F(c_in·x, 250·ln σ) with
+// c_skip = σd²/(σ²+σd²), c_out = σ·σd/√(σ²+σd²), c_in = 1/√(σ²+σd²); σ of shape [B].
+at::Tensor edm_denoise(UNet2DModelImpl& unet, const at::Tensor& x, const at::Tensor& sigma,
+                       const std::optional<at::Tensor>& labels, double sigma_data);
+
+// An EDM denoiser seen in TrigFlow time (sCM; NVlabs/FastGen's TrigFlowPrecond), where
+// x̂ = cos t·x₀ + sin t·z, z ~ N(0, σd²): F(x̂, t) = (cos t·x̂ − D(x̂/cos t', σd·tan t'))/(σd·sin t)
+// with t' = min(t, atan(σmax/σd)) — the network is evaluated no noisier than it was trained, and
+// x₀ = cos t·x̂ − sin t·σd·F is D's estimate exactly. t is [B] (any float dtype; the time
+// conversions are float64), the network runs in x̂'s dtype, and F comes back in it.
+at::Tensor trigflow_velocity(UNet2DModelImpl& unet, const at::Tensor& x_hat, const at::Tensor& t,
+                             const std::optional<at::Tensor>& labels, double sigma_data,
+                             double sigma_max);
+
 }  // namespace cm

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cm/scheduler.h"
+#include "cm/scm_scheduler.h"
 #include "cm/unet.h"
 
 namespace cm {
@@ -83,8 +84,12 @@ void save_pretrained(const std::string& dir, UNet2DModel& unet, const SCMSchedul
 class ConsistencyModelPipeline {
  public:
   ConsistencyModelPipeline(UNet2DModel unet, CMStochasticIterativeScheduler scheduler);
-  // A diffusers pipeline folder (model_index.json, unet/, scheduler/) or a bare UNet folder, in
-  // which case the scheduler's defaults apply.
+  // A TrigFlow (sCM) model: the UNet is an EDM denoiser sampled in TrigFlow time
+  // (cm::trigflow_velocity) with diffusers' SCMScheduler.
+  ConsistencyModelPipeline(UNet2DModel unet, SCMScheduler scheduler);
+  // A diffusers pipeline folder (model_index.json, unet/, scheduler/: CMStochasticIterativeScheduler
+  // or SCMScheduler) or a bare UNet folder, in which case CMStochasticIterativeScheduler's
+  // defaults apply.
   static ConsistencyModelPipeline from_pretrained(const std::string& path,
                                                   const LoadOptions& options = {});
 
@@ -96,7 +101,12 @@ class ConsistencyModelPipeline {
   void save_pretrained(const std::string& dir);
 
   UNet2DModel& unet() { return unet_; }
+  // The consistency-model scheduler; for a TrigFlow pipeline, scm_scheduler() instead (and
+  // editing, serving and CUDA graphs refuse such a pipeline for now).
   CMStochasticIterativeScheduler& scheduler() { return scheduler_; }
+  bool is_trigflow() const { return scm_.has_value(); }
+  // cm::Error when the pipeline is not a TrigFlow one.
+  const SCMScheduler& scm_scheduler() const;
   // The devices a batch is split over (one entry on the CPU).
   std::vector<at::Device> devices() const;
 
@@ -111,7 +121,10 @@ class ConsistencyModelPipeline {
                        const std::optional<at::Tensor>& labels);
 
   UNet2DModel unet_;
+  GenerateResult generate_trigflow(const GenerateOptions& options);
+
   CMStochasticIterativeScheduler scheduler_;
+  std::optional<SCMScheduler> scm_;
   std::vector<UNet2DModel> replicas_;  // further GPUs of LoadOptions::devices
   std::shared_ptr<CudaGraphs> graphs_;
 };

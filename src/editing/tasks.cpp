@@ -233,6 +233,9 @@ at::Tensor image_to_tensor(const ImageU8& image, int channels) {
 }
 
 EditResult edit(ConsistencyModelPipeline& pipe, const EditOptions& o) {
+  if (pipe.is_trigflow())
+    throw Error("the model is a TrigFlow (SCMScheduler) model: zero-shot editing does not take "
+                "those yet");
   const UNetConfig& config = pipe.unet()->config();
   if (config.sample_size <= 0) throw Error("the UNet config has no sample_size");
   if (o.batch_size < 1)

@@ -44,6 +44,9 @@ NoiseSource slerp_noise(uint64_t seed_a, uint64_t seed_b, double t) {
 ZeroShotOutput run_zero_shot(ConsistencyModelPipeline& pipe, const EditProblem& problem,
                              int batch_size, const std::vector<int64_t>& labels,
                              const NoiseSource& noise, const StepCallback& on_step) {
+  if (pipe.is_trigflow())
+    throw Error("the model is a TrigFlow (SCMScheduler) model: zero-shot editing does not take "
+                "those yet");
   auto& unet = pipe.unet();
   const auto& scheduler = pipe.scheduler();
   const UNetConfig& config = unet->config();

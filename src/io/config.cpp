@@ -385,7 +385,8 @@ PipelineIndex PipelineIndex::load(const std::string& path) {
   component("unet", p.unet_class);
   component("scheduler", p.scheduler_class);
   require_one_of(path, "unet", p.unet_class, {"UNet2DModel"});
-  require_one_of(path, "scheduler", p.scheduler_class, {"CMStochasticIterativeScheduler"});
+  require_one_of(path, "scheduler", p.scheduler_class,
+                 {"CMStochasticIterativeScheduler", "SCMScheduler"});
   return p;
 }
 

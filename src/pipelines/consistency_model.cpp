@@ -48,6 +48,16 @@ ConsistencyModelPipeline::ConsistencyModelPipeline(UNet2DModel unet,
   graphs_ = std::make_shared<CudaGraphs>();
 }
 
+ConsistencyModelPipeline::ConsistencyModelPipeline(UNet2DModel unet, SCMScheduler scheduler)
+    : ConsistencyModelPipeline(std::move(unet), CMStochasticIterativeScheduler()) {
+  scm_ = std::move(scheduler);
+}
+
+const SCMScheduler& ConsistencyModelPipeline::scm_scheduler() const {
+  if (!scm_) throw Error("not a TrigFlow (SCMScheduler) pipeline");
+  return *scm_;
+}
+
 std::vector<at::Device> ConsistencyModelPipeline::devices() const {
   std::vector<at::Device> out{unet_->parameters().front().device()};
   for (const auto& r : replicas_) out.push_back(r->parameters().front().device());
@@ -130,10 +140,17 @@ ConsistencyModelPipeline ConsistencyModelPipeline::from_pretrained(const std::st
   const std::string unet_dir = unet_folder(path);
   const bool is_pipeline = unet_dir != path;
   SchedulerConfig sc;
+  std::optional<SCMSchedulerConfig> scm;
   if (is_pipeline) {
-    PipelineIndex::load((root / "model_index.json").string());
+    const auto index = PipelineIndex::load((root / "model_index.json").string());
     const fs::path sched = root / "scheduler" / "scheduler_config.json";
-    if (fs::exists(sched)) sc = SchedulerConfig::load(sched.string());
+    if (index.scheduler_class == "SCMScheduler") {
+      scm = SCMSchedulerConfig::from_json(read_text_file(sched.string()), sched.string());
+      if (devices.size() > 1)
+        throw Error(path + ": a TrigFlow (SCMScheduler) model runs on one device for now");
+    } else if (fs::exists(sched)) {
+      sc = SchedulerConfig::load(sched.string());
+    }
   }
   // Loaded straight into the layout the constructor would otherwise convert to, in one copy.
   auto load = [&](const at::Device& d) {
@@ -142,6 +159,7 @@ ConsistencyModelPipeline ConsistencyModelPipeline::from_pretrained(const std::st
   auto unet = load(devices.front());
   if (options.winograd && devices.front().is_cpu()) unet->use_winograd(true);
   ConsistencyModelPipeline pipe(unet, CMStochasticIterativeScheduler(sc));
+  if (scm) pipe.scm_ = SCMScheduler(*scm);
   for (size_t i = 1; i < devices.size(); ++i) {
     auto replica = load(devices[i]);
     replica->eval();
@@ -217,6 +235,7 @@ GenerateResult ConsistencyModelPipeline::operator()(const GenerateOptions& o) {
   if (o.batch_size < 1)
     throw Error("batch size must be at least 1, got " + std::to_string(o.batch_size));
   if (config.sample_size <= 0) throw Error("the UNet config has no sample_size");
+  if (scm_) return generate_trigflow(o);
   // The call's own schedule: the loaded pipeline is never changed by a call.
   CMStochasticIterativeScheduler scheduler = scheduler_;
   if (o.timesteps.empty()) {
@@ -290,6 +309,55 @@ GenerateResult ConsistencyModelPipeline::operator()(const GenerateOptions& o) {
   const auto sample = samples.size() == 1 ? samples.front() : at::cat(samples);
   result.images = pipelines::to_unit_range(sample).to(at::kCPU).permute({0, 2, 3, 1}).contiguous();
   result.timesteps = scheduler.timesteps();
+  return result;
+}
+
+// diffusers' order of draws for an SCMScheduler loop: the initial noise, then one per step (its
+// step() draws even at the last step, where the noise is multiplied by sin 0).
+GenerateResult ConsistencyModelPipeline::generate_trigflow(const GenerateOptions& o) {
+  const UNetConfig& config = unet_->config();
+  if (!o.timesteps.empty())
+    throw Error("timesteps: a TrigFlow (SCMScheduler) model takes a step count, not indices");
+  SCMScheduler scheduler = *scm_;
+  scheduler.set_timesteps(o.num_inference_steps);
+  const auto param = unet_->parameters().front();
+  const std::vector<int64_t> shape = {o.batch_size, config.in_channels, config.sample_size,
+                                      config.sample_size};
+  torch::InferenceMode inference;
+  auto generator = at::detail::createCPUGenerator(o.seed);
+  pipelines::SamplingInputs in;
+  if (o.latents) {
+    if (o.latents->sizes().vec() != shape) {
+      std::ostringstream ss;
+      ss << "latents have shape " << o.latents->sizes() << " but " << at::IntArrayRef(shape)
+         << " is expected";
+      throw Error(ss.str());
+    }
+    in.noise = o.latents->to(param.scalar_type());
+  } else {
+    in.noise = at::randn(shape, generator, at::TensorOptions().dtype(param.scalar_type()));
+  }
+  for (size_t i = 0; i < scheduler.num_steps(); ++i)
+    in.step_noise.push_back(at::randn(shape, generator, at::TensorOptions().dtype(at::kFloat)));
+  GenerateResult result;
+  result.class_labels = resolve_class_labels(config, o);
+  if (!result.class_labels.empty()) in.labels = at::tensor(result.class_labels, at::kLong);
+  const int steps = static_cast<int>(scheduler.num_steps());
+  pipelines::AfterStep after_step;
+  if (o.on_step) {
+    after_step = [&](int i, const at::Tensor& sample) {
+      o.on_step(i, steps, scheduler.timesteps()[i], sample);
+    };
+  }
+  at::Tensor sample;
+  if (param.device().is_cpu()) {
+    sample = pipelines::run_trigflow_loop(*unet_, scheduler, in, after_step);
+  } else {
+    sample = pipelines::run_trigflow_loop(*unet_, scheduler,
+                                          pipelines::to_device(in, param.device()), after_step);
+  }
+  result.images = pipelines::to_unit_range(sample).to(at::kCPU).permute({0, 2, 3, 1}).contiguous();
+  for (size_t i = 0; i < scheduler.num_steps(); ++i) result.timesteps.push_back(scheduler.timesteps()[i]);
   return result;
 }
 

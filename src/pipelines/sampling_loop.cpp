@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "cm/denoiser.h"
 #include "cm/tuning.h"
 
 namespace cm::pipelines {
@@ -16,6 +17,23 @@ at::Tensor run_sampling_loop(UNet2DModelImpl& unet, const CMStochasticIterativeS
     const auto out = unet.forward(scaled, in.timesteps[i], in.labels);
     sample = scheduler.step_with_noise(out, i, sample,
                                        in.step_noise.empty() ? at::Tensor() : in.step_noise[i]);
+    if (after_step) after_step(i, sample);
+  }
+  return sample;
+}
+
+at::Tensor run_trigflow_loop(UNet2DModelImpl& unet, const SCMScheduler& scheduler,
+                             const SamplingInputs& in, const AfterStep& after_step) {
+  const auto& c = scheduler.config();
+  at::Tensor sample = in.noise * scheduler.init_noise_scale();
+  const int steps = static_cast<int>(scheduler.num_steps());
+  for (int i = 0; i < steps; ++i) {
+    if (sample.is_cpu()) adapt_cpu_threads();
+    const auto t = at::full({sample.size(0)}, scheduler.timesteps()[i],
+                            at::TensorOptions().dtype(at::kFloat).device(sample.device()));
+    const auto out =
+        trigflow_velocity(unet, sample, t, in.labels, c.sigma_data, c.sigma_max) * c.sigma_data;
+    sample = scheduler.step_with_noise(out, i, sample, in.step_noise.at(i));
     if (after_step) after_step(i, sample);
   }
   return sample;

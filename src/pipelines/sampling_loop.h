@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cm/scheduler.h"
+#include "cm/scm_scheduler.h"
 #include "cm/unet.h"
 
 namespace cm::pipelines {
@@ -28,6 +29,11 @@ using AfterStep = std::function<void(int step, const at::Tensor& sample)>;
 // step's noise. Returns the final sample (the model's dtype, on its device). `scheduler` has its
 // timesteps set; inputs.timesteps holds its time inputs.
 at::Tensor run_sampling_loop(UNet2DModelImpl& unet, const CMStochasticIterativeScheduler& scheduler,
+                             const SamplingInputs& inputs, const AfterStep& after_step = nullptr);
+
+// The same for a TrigFlow model (SCMScheduler): noise·σd, then per step the UNet's σd·F
+// (cm::trigflow_velocity) and the scheduler's step with that step's noise (one per step, always).
+at::Tensor run_trigflow_loop(UNet2DModelImpl& unet, const SCMScheduler& scheduler,
                              const SamplingInputs& inputs, const AfterStep& after_step = nullptr);
 
 // The sample as images: [B, C, H, W] float32 in [0, 1], where the sample is.

@@ -75,6 +75,9 @@ struct BatchEngine::Job {
 
 BatchEngine::BatchEngine(ConsistencyModelPipeline& pipeline, EngineOptions options)
     : pipeline_(pipeline), options_(std::move(options)) {
+  if (pipeline_.is_trigflow())
+    throw Error("the model is a TrigFlow (SCMScheduler) model: cm serve does not serve those yet "
+                "(cm generate does)");
   if (options_.max_batch < 1)
     throw Error("max_batch: must be at least 1, got " + std::to_string(options_.max_batch));
   if (options_.max_queue < 1)

@@ -49,6 +49,13 @@ std::vector<at::Tensor> TrainState::trainable() const {
   return out;
 }
 
+SCMSchedulerConfig scm_scheduler_config(const TrainOptions& options) {
+  SCMSchedulerConfig scm;
+  scm.sigma_data = options.scheduler.sigma_data;
+  scm.sigma_max = options.scheduler.sigma_max;
+  return scm;
+}
+
 void save_checkpoint(const std::string& output_dir, const TrainOptions& options,
                      const TrainState& state, int64_t num_train_timesteps,
                      const std::vector<std::string>& class_names) {
@@ -60,10 +67,7 @@ void save_checkpoint(const std::string& output_dir, const TrainOptions& options,
   sc.num_train_timesteps = static_cast<int>(std::max<int64_t>(2, num_train_timesteps));
   UNet2DModel ema = state.ema;
   if (options.method == "sct") {
-    SCMSchedulerConfig scm;
-    scm.sigma_data = options.scheduler.sigma_data;
-    scm.sigma_max = options.scheduler.sigma_max;
-    save_pretrained(tmp_dir.string(), ema, scm);
+    save_pretrained(tmp_dir.string(), ema, scm_scheduler_config(options));
   } else {
     save_pretrained(tmp_dir.string(), ema, sc);
   }

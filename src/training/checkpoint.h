@@ -28,6 +28,9 @@ struct TrainState {
   std::vector<at::Tensor> trainable() const;
 };
 
+// The SCMScheduler an sCT run's pipeline is saved and sampled with: the run's σd and σmax.
+SCMSchedulerConfig scm_scheduler_config(const TrainOptions& options);
+
 // Writes <dir>/checkpoint (replacing the previous one only once the new one is complete).
 void save_checkpoint(const std::string& output_dir, const TrainOptions& options,
                      const TrainState& state, int64_t num_train_timesteps,

@@ -10,6 +10,7 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <sstream>
 
@@ -170,9 +171,6 @@ class Trainer {
     if (o.method != "ict" && o.method != "ct" && o.method != "cd" && o.method != "edm" &&
         o.method != "ect" && o.method != "sct")
       throw Error("--method: unknown value '" + o.method + "' (ict, ct, cd, edm, ect, sct)");
-    if (o.method == "sct" && o.eval_every > 0)
-      throw Error("--eval-every: not available for --method sct yet (cm generate and cm eval do "
-                  "not sample SCMScheduler models yet)");
     if (o.total_steps < 1) throw Error("--steps: must be at least 1");
     if (o.batch_size < 1) throw Error("--batch-size: must be at least 1");
     check_ranges(o);
@@ -442,6 +440,8 @@ class Trainer {
             .exp()
             .clamp(sc.sigma_min, o_.sct_sigma_max)
             .to(device_);
+    // σ is already within what is trained; the differences must not meet a clamp at its edge.
+    constexpr double kNoClamp = std::numeric_limits<double>::infinity();
     const auto t = at::atan2(sigma.to(at::kDouble), at::scalar_tensor(sd, at::kDouble));
     const auto t4 = t.reshape({-1, 1, 1, 1});
     const auto x0 = b.x.to(at::kDouble), z = z_unit.to(at::kDouble) * sd;
@@ -450,7 +450,7 @@ class Trainer {
 
     auto gen = at::globalContext().defaultGenerator(device_);
     const auto dropout_state = gen.get_state();
-    const auto f = trigflow_velocity(*s_.online, x_hat, t, b.labels, sd);
+    const auto f = trigflow_velocity(*s_.online, x_hat, t, b.labels, sd, kNoClamp);
     const auto after_state = gen.get_state();
     at::Tensor jvp;
     {
@@ -462,7 +462,7 @@ class Trainer {
         const auto c = time.reshape({-1, 1, 1, 1});
         const auto x = (c.cos() * x0 + c.sin() * z).to(at::kFloat);
         gen.set_state(dropout_state);
-        return trigflow_velocity(*s_.online, x, time, b.labels, sd).to(at::kDouble);
+        return trigflow_velocity(*s_.online, x, time, b.labels, sd, kNoClamp).to(at::kDouble);
       };
       const auto f_plus = at_time(t_plus), f_minus = at_time(t_minus);
       jvp = (f_plus - f_minus) * ((t.cos() * t.sin()) / (2 * eps)).reshape({-1, 1, 1, 1});
@@ -614,6 +614,8 @@ class Trainer {
 
   // The EMA weights as the pipeline a user would sample: the final N(k)'s training grid.
   ConsistencyModelPipeline ema_pipeline() {
+    if (o_.method == "sct")
+      return ConsistencyModelPipeline(clone_unet(s_.ema), SCMScheduler(scm_scheduler_config(o_)));
     SchedulerConfig sc = o_.scheduler;
     sc.num_train_timesteps = static_cast<int>(final_num_scales());
     return ConsistencyModelPipeline(clone_unet(s_.ema), CMStochasticIterativeScheduler(sc));
@@ -632,7 +634,7 @@ class Trainer {
   }
 
   void write_samples() {
-    if (o_.method == "edm" || o_.method == "sct") return;
+    if (o_.method == "edm") return;
     auto pipe = ema_pipeline();
     GenerateOptions g;
     const int classes = conditional_ ? static_cast<int>(data_.class_names.size()) : 10;

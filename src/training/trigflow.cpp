@@ -3,26 +3,7 @@
 #include <ATen/ATen.h>
 #include <cmath>
 
-#include "training/ode.h"
-
 namespace cm::training {
-namespace {
-
-at::Tensor per_sample(const at::Tensor& v, const at::Tensor& like) {
-  return v.reshape({-1, 1, 1, 1}).to(like.scalar_type());
-}
-
-}  // namespace
-
-at::Tensor trigflow_velocity(UNet2DModelImpl& unet, const at::Tensor& x_hat, const at::Tensor& t,
-                             const std::optional<at::Tensor>& labels, double sigma_data) {
-  const auto t64 = t.to(at::kDouble);
-  const auto cos_t = t64.cos(), sin_t = t64.sin();
-  const auto sigma = sigma_data * t64.tan();
-  const auto x = x_hat * per_sample(1.0 / cos_t, x_hat);
-  const auto d = edm_denoise(unet, x, sigma.to(at::kFloat), labels, sigma_data);
-  return (per_sample(cos_t, x_hat) * x_hat - d) * per_sample(1.0 / (sigma_data * sin_t), x_hat);
-}
 
 at::Tensor scm_tangent(const at::Tensor& f_minus, const at::Tensor& jvp, const at::Tensor& x_hat,
                        const at::Tensor& dxt_dt, const at::Tensor& t, double r, double sigma_data,

@@ -1,18 +1,11 @@
-// sCM's TrigFlow view of an EDM denoiser (Lu & Song 2024; NVlabs/FastGen's TrigFlowPrecond), and
-// the sCT tangent: what --method sct trains.
+// sCT's tangent and loss (Lu & Song 2024; NVlabs/FastGen's sCM), on cm::trigflow_velocity.
 #pragma once
 
 #include <optional>
 
-#include "cm/unet.h"
+#include "cm/denoiser.h"
 
 namespace cm::training {
-
-// F(x̂, t) = (cos t·x̂ − D(x̂/cos t, σd·tan t))/(σd·sin t): the TrigFlow velocity over σd of the
-// EDM denoiser D (edm_denoise), x̂ = cos t·x₀ + sin t·z with z ~ N(0, σd²). t is [B] float64 in
-// (0, π/2); the time conversions are float64, the network runs in x̂'s dtype. Returns x̂'s dtype.
-at::Tensor trigflow_velocity(UNet2DModelImpl& unet, const at::Tensor& x_hat, const at::Tensor& t,
-                             const std::optional<at::Tensor>& labels, double sigma_data);
 
 // sCM's normalized tangent (FastGen's _scm_pred_to_loss): with c = cos t, s = sin t,
 // g = −c²·(σd·F⁻ − dx̂/dt) − r·(c·s·x̂ + σd·∂F⁻/∂t), then g / (‖g‖/√D + norm_c), per sample

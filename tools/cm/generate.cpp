@@ -127,7 +127,8 @@ int run_generate(GenerateArgs a) {
   const std::string folder = resolve_model(model, hub_options(a.variant, a.quiet));
   load.variant = a.variant;
   auto pipe = ConsistencyModelPipeline::from_pretrained(folder, load);
-  const int train_steps = pipe.scheduler().config().num_train_timesteps;
+  const int train_steps = pipe.is_trigflow() ? pipe.scm_scheduler().config().num_train_timesteps
+                                             : pipe.scheduler().config().num_train_timesteps;
   if (a.timesteps.empty() && a.steps > train_steps)
     throw Error("--steps: " + std::to_string(a.steps) + " is more than the model's " +
                 std::to_string(train_steps) + " training time steps (num_train_timesteps)");
