@@ -12,6 +12,7 @@
 #include "training/autocast.h"
 #include "training/ode.h"
 #include "training/schedules.h"
+#include "training/trigflow.h"
 
 namespace cm::test {
 namespace {
@@ -255,6 +256,83 @@ TEST_F(TrainingRun, ResumeGivesTheSameWeightsAsAnUnbrokenRun) {
   }
 }
 
+// The forward-mode JVP of the TrigFlow velocity against float64 central differences on a small
+// UNet with every layer kind (resnet down/up blocks with scale-shift time conditioning, attention,
+// group norm, class embedding, the sinusoidal time embedding), along x̂, along t and both. The
+// step is small (10⁻⁶): the time input 250·ln σ moves the embedding's fastest sinusoid by
+// ~300 rad per unit of t here, so a step of 10⁻³ leaves a truncation error of ~3%.
+TEST(TrigFlowJvp, ForwardAdEqualsCentralDifferences) {
+  auto o = tiny_options("unused", "sct");
+  o.unet.sample_size = 16;
+  o.unet.dropout = 0;
+  torch::manual_seed(2);
+  UNet2DModel unet(o.unet);
+  unet->to(at::kDouble);
+  unet->train();
+  auto gen = at::detail::createCPUGenerator(4);
+  const auto opts = at::TensorOptions().dtype(at::kDouble);
+  const auto x = at::randn({2, 1, 16, 16}, gen, opts) * 0.5;
+  const auto v_x = at::randn({2, 1, 16, 16}, gen, opts);
+  const auto t = at::tensor(std::vector<double>{0.4, 1.1});
+  const auto labels = at::tensor(std::vector<int64_t>{3, 7});
+  const double inf = std::numeric_limits<double>::infinity();
+  auto central = [&](const at::Tensor& dx, const at::Tensor& dt, double eps) {
+    const at::AutoGradMode plain(true);  // the plain ops, as the JVP takes them
+    const auto plus = trigflow_velocity(*unet, x + eps * dx, t + eps * dt, labels, 0.5, inf);
+    const auto minus = trigflow_velocity(*unet, x - eps * dx, t - eps * dt, labels, 0.5, inf);
+    return ((plus - minus) / (2 * eps)).detach();
+  };
+  auto relative = [](const at::Tensor& a, const at::Tensor& b) {
+    return ((a - b).norm() / b.norm()).item<double>();
+  };
+  const auto no_dt = at::zeros({2}, opts), dt = at::tensor(std::vector<double>{0.3, -0.7});
+  const auto along_x = trigflow_jvp(*unet, x, t, v_x, no_dt, labels, 0.5);
+  EXPECT_EQ(along_x.scalar_type(), at::kDouble);
+  EXPECT_GT(along_x.norm().item<double>(), 0);
+  EXPECT_LT(relative(along_x, central(v_x, no_dt, 1e-6)), 1e-6);
+  const auto along_t = trigflow_jvp(*unet, x, t, at::zeros_like(v_x), dt, labels, 0.5);
+  EXPECT_LT(relative(along_t, central(at::zeros_like(v_x), dt, 1e-6)), 1e-6);
+  const auto both = trigflow_jvp(*unet, x, t, v_x, dt, labels, 0.5);
+  EXPECT_LT(relative(both, central(v_x, dt, 1e-6)), 1e-6);
+  // Linear in the direction: the two parts add up to the whole.
+  EXPECT_LT(relative(along_x + along_t, both), 1e-9);
+}
+
+// sCT's two ways to the tangent's derivative give the same gradient: forward-mode AD through the
+// float32 network and central differences through a float64 copy. One step with the whole
+// tangent (no warm-up) and no dropout; Adam's first moment after it is 0.1·gradient: each
+// tensor's agrees to 1e-3 of its norm, and the loss to 1e-5 (the float32 network's rounding is
+// what differs).
+TEST_F(TrainingRun, SctForwardAdAndFloat64DifferencesGiveTheSameGradient) {
+  std::map<std::string, std::map<std::string, at::Tensor>> states;
+  std::map<std::string, double> losses;
+  for (const char* jvp : {"ad", "fd"}) {
+    auto o = tiny_options((dir_ / jvp).string(), "sct");
+    o.jvp = jvp;
+    o.total_steps = 1;
+    o.tangent_warmup = 0;
+    o.unet.dropout = 0;
+    o.optimizer = "adam";
+    train(o, [&](const TrainProgress& p) { losses[jvp] = p.loss; });
+    states[jvp] = saved_state(o.output_dir);
+  }
+  EXPECT_NEAR(losses["ad"], losses["fd"], 1e-5 * std::abs(losses["fd"]));
+  // The attention key biases' gradient is 0 but for rounding (softmax ignores a per-row
+  // constant): an absolute floor of 1e-6 of the largest tensor's norm covers it.
+  double largest = 0;
+  for (const auto& [key, value] : states["fd"])
+    if (key.rfind("adam.exp_avg.", 0) == 0) largest = std::max(largest, value.norm().item<double>());
+  int compared = 0;
+  for (const auto& [key, value] : states["fd"]) {
+    if (key.rfind("adam.exp_avg.", 0) != 0) continue;
+    const double norm = value.norm().item<double>();
+    const double diff = (states["ad"].at(key) - value).norm().item<double>();
+    EXPECT_LE(diff, 1e-3 * norm + 1e-6 * largest) << key << ": norm " << norm;
+    compared += norm > 1e-6 * largest;
+  }
+  EXPECT_GT(compared, 50);
+}
+
 // An sCT run saves a pipeline whose scheduler is diffusers' SCMScheduler (TrigFlow, the run's
 // σd and σmax), and keeps the adaptive weighting's head in its training state only.
 TEST_F(TrainingRun, SctSavesAnScmSchedulerPipeline) {
@@ -362,6 +440,11 @@ TEST_F(TrainingRun, EveryMethodLowersItsLoss) {
     o.tangent_warmup = 0;      // sct: the whole tangent from the start
     if (std::string(method) == "cd") o.teacher = (dir_ / "edm" / "teacher").string();
     expect_loss_falls(o);
+    if (std::string(method) == "sct") {
+      o.jvp = "fd";
+      o.output_dir = (dir_ / "sct_fd").string();
+      expect_loss_falls(o);
+    }
   }
 }
 

@@ -62,13 +62,15 @@ struct TrainOptions {
   std::string ect_weighting = "dt";
   // sCT (sCM from data, Lu & Song 2024, as NVlabs/FastGen's sCM.py): the UNet is an EDM
   // denoiser seen in TrigFlow time t = atan(σ/σd); σ log-normal (sct_p_mean, sct_p_std) in
-  // [σmin, sct_sigma_max]; the tangent's time derivative by central differences in float64
-  // (FastGen's use_jvp_finite_diff: ε = 10⁻³·t, the network in the run's dtype, both evaluations
-  // with the online pass's dropout masks); tangent warm-up over tangent_warmup steps, tangent
+  // [σmin, sct_sigma_max]; the tangent's time derivative dF⁻/dt by forward-mode automatic
+  // differentiation (jvp "ad", with the online pass's dropout masks) or central differences of a
+  // float64 copy of the network ("fd", a step of 10⁻⁵ in ln σ); tangent warm-up over
+  // tangent_warmup steps, tangent
   // normalization g/(‖g‖/√D + tangent_norm_c); the adaptive weight e^−logvar from a linear head on
   // the time's sinusoidal features (kept in the training state, not in the sampling model).
   double sct_p_mean = -1.0, sct_p_std = 1.4, sct_sigma_max = 800;
   int64_t tangent_warmup = 10000;
+  std::string jvp = "ad";  // ad | fd
   double tangent_norm_c = 0.1;
   // EDM teacher
   double edm_p_mean = -1.2, edm_p_std = 1.2;

@@ -41,7 +41,8 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   if (at::GradMode::is_enabled() || !q.is_cpu() || (type != at::kFloat && type != at::kBFloat16)) {
     auto scores = at::baddbmm(at::empty({slices, tokens, tokens}, q.options()), q,
                               k.transpose(1, 2), /*beta=*/0, /*alpha=*/scale);
-    auto probs = scores.to(at::kFloat).softmax(-1).to(type);
+    // diffusers' upcast_softmax: at least float32 (a float64 model stays float64).
+    auto probs = scores.to(at::promote_types(at::kFloat, type)).softmax(-1).to(type);
     return at::bmm(probs, v);
   }
   // 64 rows at 32×32 (1024 tokens); tried against whole slices and 16 rows: median of three
@@ -98,7 +99,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x) {
     h = kernels::group_norm_act_supported(x, groups)
             ? kernels::group_norm_act(x, groups, group_norm->weight, group_norm->bias,
                                       group_norm->options.eps(), /*silu=*/false)
-            : group_norm(x.reshape({b, c, tokens}));
+            : apply_group_norm(*group_norm, x.reshape({b, c, tokens}));
   }
   h = h.reshape({b, c, tokens}).transpose(1, 2);  // [B, tokens, C], a view for NHWC
 

@@ -5,15 +5,15 @@
 namespace cm::models {
 
 at::Tensor timestep_embedding(const at::Tensor& timesteps, int64_t dim, bool flip_sin_to_cos,
-                              double downscale_freq_shift) {
+                              double downscale_freq_shift, at::ScalarType compute) {
   TORCH_CHECK(timesteps.dim() == 1, "timesteps must be a 1-d tensor");
   const int64_t half = dim / 2;
   // Same float32 operations in the same order as diffusers, so the embedding matches bit for bit.
   auto exponent = -std::log(10000.0) *
-                  at::arange(0, half, timesteps.options().dtype(at::kFloat));
+                  at::arange(0, half, timesteps.options().dtype(compute));
   exponent = exponent / (static_cast<double>(half) - downscale_freq_shift);
   auto freqs = at::exp(exponent);
-  auto emb = timesteps.unsqueeze(1).to(at::kFloat) * freqs.unsqueeze(0);
+  auto emb = timesteps.unsqueeze(1).to(compute) * freqs.unsqueeze(0);
   emb = at::cat({at::sin(emb), at::cos(emb)}, -1);
   if (flip_sin_to_cos) {
     emb = at::cat({emb.slice(1, half), emb.slice(1, 0, half)}, -1);

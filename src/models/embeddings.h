@@ -7,17 +7,19 @@
 
 namespace cm::models {
 
-// Sinusoidal embedding of (possibly fractional) timesteps: [N] -> [N, dim], float32.
+// Sinusoidal embedding of (possibly fractional) timesteps: [N] -> [N, dim], in `compute`:
+// float32 as diffusers (bit for bit), float64 for a float64 model (nothing rounded to float32).
 at::Tensor timestep_embedding(const at::Tensor& timesteps, int64_t dim, bool flip_sin_to_cos,
-                              double downscale_freq_shift);
+                              double downscale_freq_shift, at::ScalarType compute = at::kFloat);
 
 // diffusers.Timesteps: no parameters.
 struct PositionalProjection {
   int64_t dim;
   bool flip_sin_to_cos;
   double freq_shift;
+  at::ScalarType compute = at::kFloat;
   at::Tensor operator()(const at::Tensor& t) const {
-    return timestep_embedding(t, dim, flip_sin_to_cos, freq_shift);
+    return timestep_embedding(t, dim, flip_sin_to_cos, freq_shift, compute);
   }
 };
 

@@ -39,6 +39,30 @@ void return_freed_heap_pages() {
 SkipInitGuard::SkipInitGuard() : previous_(t_skip_init) { t_skip_init = true; }
 SkipInitGuard::~SkipInitGuard() { t_skip_init = previous_; }
 
+namespace {
+thread_local bool t_forward_ad = false;
+}  // namespace
+
+ForwardAdScope::ForwardAdScope() : previous_(t_forward_ad) { t_forward_ad = true; }
+ForwardAdScope::~ForwardAdScope() { t_forward_ad = previous_; }
+
+at::Tensor apply_group_norm(torch::nn::GroupNormImpl& m, const at::Tensor& x) {
+  if (!t_forward_ad) return m.forward(x);
+  const auto& o = m.options;
+  const auto shape = x.sizes().vec();
+  const auto grouped = x.reshape({shape[0], o.num_groups(), -1});
+  const auto mean = grouped.mean(-1, /*keepdim=*/true);
+  const auto centered = grouped - mean;
+  const auto var = (centered * centered).mean(-1, /*keepdim=*/true);
+  auto y = (centered * (var + o.eps()).rsqrt()).reshape(shape);
+  if (o.affine()) {
+    std::vector<int64_t> per_channel(shape.size(), 1);
+    per_channel[1] = shape[1];
+    y = y * m.weight.reshape(per_channel) + m.bias.reshape(per_channel);
+  }
+  return y;
+}
+
 PrepackScope::PrepackScope(int64_t batch) : previous_(t_prepack_batch) {
   t_prepack_batch = batch;
 }

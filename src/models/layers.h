@@ -4,6 +4,7 @@
 #pragma once
 
 #include <torch/nn/module.h>
+#include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 
 #include <atomic>
@@ -47,6 +48,24 @@ class PrepackScope {
  private:
   int64_t previous_;
 };
+
+// While one lives, forward-mode automatic differentiation runs through the UNet on this thread:
+// group norm (apply_group_norm) is then written in elementary ops, since LibTorch 1.13's
+// native_group_norm has no usable forward derivative. The caller keeps grad mode on, which is
+// what selects LibTorch's plain differentiable ops over the inference-only fused kernels.
+class ForwardAdScope {
+ public:
+  ForwardAdScope();
+  ~ForwardAdScope();
+  ForwardAdScope(const ForwardAdScope&) = delete;
+  ForwardAdScope& operator=(const ForwardAdScope&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// m(x), or inside a ForwardAdScope the same normalization in elementary ops.
+at::Tensor apply_group_norm(torch::nn::GroupNormImpl& m, const at::Tensor& x);
 
 // torch::nn::Conv2d(Conv2dOptions(in, out, kernel).stride(stride).padding(padding)): zero
 // padding, bias, the same kaiming-uniform draws in the same order.

@@ -47,7 +47,7 @@ at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& input, const at::Tensor&
   at::Tensor h = kernels::group_norm_act_supported(input, groups)
                      ? kernels::group_norm_act(input, groups, norm1->weight, norm1->bias,
                                                norm1->options.eps(), /*silu=*/true)
-                     : at::silu(norm1(input));
+                     : at::silu(apply_group_norm(*norm1, input));
   if (options_.up) {
     shortcut = upsample_nearest_2x(shortcut);
     h = upsample_nearest_2x(h);
@@ -75,9 +75,9 @@ at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& input, const at::Tensor&
     const auto t4 = t.unsqueeze(-1).unsqueeze(-1);
     if (options_.scale_shift) {
       const auto parts = t4.chunk(2, 1);
-      h = norm2(h) * (1 + parts[0]) + parts[1];
+      h = apply_group_norm(*norm2, h) * (1 + parts[0]) + parts[1];
     } else {
-      h = norm2(h + t4);
+      h = apply_group_norm(*norm2, h + t4);
     }
     h = at::silu(h);
   }

@@ -150,8 +150,10 @@ at::Tensor UNet2DModelImpl::forward(const at::Tensor& sample, const at::Tensor& 
   at::Tensor t = timestep.dim() == 0 ? timestep.unsqueeze(0) : timestep;
   t = t.to(x.device()) * at::ones({x.size(0)}, t.options().device(x.device()));
   const int64_t c0 = config_.block_out_channels.front();
+  // At least float32 (diffusers' float32 bit for bit), float64 for a float64 model.
   const PositionalProjection positional{c0, config_.flip_sin_to_cos,
-                                        static_cast<double>(config_.freq_shift)};
+                                        static_cast<double>(config_.freq_shift),
+                                        at::promote_types(at::kFloat, dtype)};
   at::Tensor t_emb = fourier_proj_ ? fourier_proj_->forward(t) : positional(t);
   at::Tensor emb = time_embedding_->forward(t_emb.to(dtype));
   record("time_embedding", emb);
@@ -191,7 +193,7 @@ at::Tensor UNet2DModelImpl::forward(const at::Tensor& sample, const at::Tensor& 
   h = kernels::group_norm_act_supported(h, groups)
           ? kernels::group_norm_act(h, groups, conv_norm_out_->weight, conv_norm_out_->bias,
                                     conv_norm_out_->options.eps(), /*silu=*/true)
-          : at::silu(conv_norm_out_(h));
+          : at::silu(apply_group_norm(*conv_norm_out_, h));
   h = conv_out_->forward(h);
   record("conv_out", h);
   if (fourier_proj_) h = (h / t.reshape({-1, 1, 1, 1})).to(h.scalar_type());

@@ -46,7 +46,9 @@ at::Tensor trigflow_velocity(UNet2DModelImpl& unet, const at::Tensor& x_hat, con
   const auto t_eval = t64.clamp_max(std::atan(sigma_max / sigma_data));
   const auto sigma = sigma_data * t_eval.tan();
   const auto x = x_hat * per_sample(1.0 / t_eval.cos());
-  const auto d = edm_denoise(unet, x, sigma.to(at::kFloat), labels, sigma_data);
+  const auto d =
+      edm_denoise(unet, x, sigma.to(at::promote_types(at::kFloat, x_hat.scalar_type())), labels,
+                  sigma_data);
   return (per_sample(t64.cos()) * x_hat - d) * per_sample(1.0 / (sigma_data * t64.sin()));
 }
 

@@ -132,6 +132,8 @@ void check_ranges(const TrainOptions& o) {
   if (!(o.sct_sigma_max > o.scheduler.sigma_min) || !std::isfinite(o.sct_sigma_max))
     throw Error("--sct-sigma-max: must be finite and above sigma_min, got " +
                 text(o.sct_sigma_max));
+  if (o.jvp != "ad" && o.jvp != "fd")
+    throw Error("--jvp: unknown value '" + o.jvp + "' (ad, fd)");
   if (!(o.tangent_norm_c > 0) || !std::isfinite(o.tangent_norm_c))
     throw Error("--tangent-norm-c: must be positive, got " + text(o.tangent_norm_c));
   if (o.ect_weighting != "dt" && o.ect_weighting != "snr")
@@ -427,9 +429,9 @@ class Trainer {
     return (weight * pseudo_huber(out.to(at::kFloat), target, o_.ect_c)).mean();
   }
 
-  // sCT as NVlabs/FastGen's sCM (use_jvp_finite_diff): see TrainOptions. One difference: both
-  // finite-difference evaluations replay the online pass's dropout masks (FastGen's fork_rng gives
-  // them each other's, drawn after it), so the tangent is that of the very function trained.
+  // sCT as NVlabs/FastGen's sCM: see TrainOptions. The JVP replays the online pass's dropout
+  // masks (FastGen's fork_rng gives it masks drawn after that pass), so the tangent is that of
+  // the very function trained.
   at::Tensor sct_loss(const Batch& b, const at::Tensor& z_unit, TrainProgress& p) {
     const auto& sc = o_.scheduler;
     const double sd = sc.sigma_data;
@@ -452,22 +454,31 @@ class Trainer {
     const auto dropout_state = gen.get_state();
     const auto f = trigflow_velocity(*s_.online, x_hat, t, b.labels, sd, kNoClamp);
     const auto after_state = gen.get_state();
+    const auto cos_sin = t.cos() * t.sin();  // the tangent direction: cos t·sin t·(dx̂/dt, 1)
     at::Tensor jvp;
-    {
+    if (o_.jvp == "ad") {
+      gen.set_state(dropout_state);
+      jvp = trigflow_jvp(*s_.online, x_hat, t, (cos_sin.reshape({-1, 1, 1, 1}) * dxt_dt),
+                         cos_sin, b.labels, sd)
+                .to(at::kDouble);
+    } else {
+      // Float64 throughout, and a step of 10⁻⁵ in ln σ (ε = 10⁻⁵·sin t·cos t): the time input
+      // 250·ln σ turns FastGen's ε = 10⁻³·t into up to hundreds of radians of the time
+      // embedding's fastest sinusoid near t = π/2. The copy's dropout masks are its own (a
+      // float64 draw), shared by both evaluations.
       torch::NoGradGuard no_grad;
-      constexpr double kEdge = M_PI / 2 - 1e-5;
-      const auto eps = (1e-3 * t.abs()).clamp_min(1e-6);
-      const auto t_plus = (t + eps).clamp_max(kEdge), t_minus = (t - eps).clamp_min(-kEdge);
+      UNet2DModel exact = clone_unet(s_.online);
+      exact->to(at::kDouble);
+      exact->train();
+      const auto eps = 1e-5 * cos_sin;
       auto at_time = [&](const at::Tensor& time) {
         const auto c = time.reshape({-1, 1, 1, 1});
-        const auto x = (c.cos() * x0 + c.sin() * z).to(at::kFloat);
         gen.set_state(dropout_state);
-        return trigflow_velocity(*s_.online, x, time, b.labels, sd, kNoClamp).to(at::kDouble);
+        return trigflow_velocity(*exact, c.cos() * x0 + c.sin() * z, time, b.labels, sd, kNoClamp);
       };
-      const auto f_plus = at_time(t_plus), f_minus = at_time(t_minus);
-      jvp = (f_plus - f_minus) * ((t.cos() * t.sin()) / (2 * eps)).reshape({-1, 1, 1, 1});
-      gen.set_state(after_state);
+      jvp = (at_time(t + eps) - at_time(t - eps)) * (cos_sin / (2 * eps)).reshape({-1, 1, 1, 1});
     }
+    gen.set_state(after_state);
     const double r =
         o_.tangent_warmup > 0
             ? std::min(1.0, static_cast<double>(s_.step) / static_cast<double>(o_.tangent_warmup))

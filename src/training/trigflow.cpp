@@ -1,9 +1,45 @@
 #include "training/trigflow.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/forward_grad.h>
 #include <cmath>
+#include <limits>
+
+#include "models/layers.h"
 
 namespace cm::training {
+
+namespace {
+
+// One forward-AD level, released however the computation ends.
+class DualLevel {
+ public:
+  DualLevel() : index_(torch::autograd::ForwardADLevel::get_next_idx()) {}
+  ~DualLevel() { torch::autograd::ForwardADLevel::release_idx(index_); }
+  DualLevel(const DualLevel&) = delete;
+  DualLevel& operator=(const DualLevel&) = delete;
+  uint64_t index() const { return index_; }
+
+ private:
+  uint64_t index_;
+};
+
+}  // namespace
+
+at::Tensor trigflow_jvp(UNet2DModelImpl& unet, const at::Tensor& x_hat, const at::Tensor& t,
+                        const at::Tensor& v_x, const at::Tensor& v_t,
+                        const std::optional<at::Tensor>& labels, double sigma_data) {
+  const at::AutoGradMode plain_ops(true);
+  const models::ForwardAdScope group_norm_in_elementary_ops;
+  const DualLevel level;
+  const auto x = at::_make_dual(x_hat, v_x.to(x_hat.scalar_type()), level.index());
+  const auto time = at::_make_dual(t, v_t.to(t.scalar_type()), level.index());
+  const auto f = trigflow_velocity(unet, x, time, labels, sigma_data,
+                                   std::numeric_limits<double>::infinity());
+  const auto tangent = std::get<1>(at::_unpack_dual(f, level.index()));
+  if (!tangent.defined()) return at::zeros_like(x_hat);  // F does not depend on the inputs
+  return tangent.detach().clone();
+}
 
 at::Tensor scm_tangent(const at::Tensor& f_minus, const at::Tensor& jvp, const at::Tensor& x_hat,
                        const at::Tensor& dxt_dt, const at::Tensor& t, double r, double sigma_data,

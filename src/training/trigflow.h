@@ -7,6 +7,14 @@
 
 namespace cm::training {
 
+// dF/dλ of F = trigflow_velocity(unet, x̂ + λ·v_x, t + λ·v_t) at λ = 0 (σmax unclamped), by
+// forward-mode automatic differentiation: dual tensors at a fresh forward-AD level, through
+// LibTorch's plain differentiable ops (grad mode on; models::ForwardAdScope for group norm).
+// Returns the tangent, detached, in x̂'s dtype; dropout draws as a plain forward pass would.
+at::Tensor trigflow_jvp(UNet2DModelImpl& unet, const at::Tensor& x_hat, const at::Tensor& t,
+                        const at::Tensor& v_x, const at::Tensor& v_t,
+                        const std::optional<at::Tensor>& labels, double sigma_data);
+
 // sCM's normalized tangent (FastGen's _scm_pred_to_loss): with c = cos t, s = sin t,
 // g = −c²·(σd·F⁻ − dx̂/dt) − r·(c·s·x̂ + σd·∂F⁻/∂t), then g / (‖g‖/√D + norm_c), per sample
 // (D = C·H·W). `jvp` is the total derivative of F⁻ along (c·s·dx̂/dt, c·s), r the tangent

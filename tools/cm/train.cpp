@@ -185,6 +185,10 @@ Runner add_train(CLI::App& app) {
                  "sct: steps over which the tangent's second term grows from 0 to 1 (0: none)")
       ->capture_default_str()
       ->check(at_least(0));
+  app.add_option("--jvp", o.jvp,
+                 "sct: the tangent's derivative by forward-mode automatic differentiation (ad) or "
+                 "float64 central differences (fd, slower)")
+      ->capture_default_str();
   app.add_option("--tangent-norm-c", o.tangent_norm_c,
                  "sct: tangent normalization g/(|g|/sqrt(D) + c)")
       ->capture_default_str();
