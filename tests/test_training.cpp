@@ -256,6 +256,33 @@ TEST_F(TrainingRun, ResumeGivesTheSameWeightsAsAnUnbrokenRun) {
   }
 }
 
+// sCM's tangent and loss on fixed tensors against NVlabs/FastGen's own _scm_pred_to_loss
+// (scripts/sct_reference.py runs it and prints these; r = 0.3: step 3 of a 10-step warm-up).
+// FastGen divides its loss by D once more than the paper (docs/training.md): its value, less
+// logvar, times D, is ours.
+TEST(TrainingSchedules, SctTangentAndLossMatchTheReference) {
+  const std::vector<double> kTangent = {
+      0.50384521382009151,  -0.3521755080298215, -1.1678522396941158,  -1.309829994785819,
+      -0.58749638165102236, 0.62095581036308389, 0.84111512925554377,  0.88224365419223783,
+      0.67718944266571479,  0.17243748011790413, -0.44711755644634399, -0.78238485250880574};
+  const std::vector<double> kLoss = {0.81583017019335524, -0.31022420025423753};
+  const auto k = at::arange(12, at::kDouble).reshape({2, 2, 1, 3});
+  const auto f = (0.7 * k + 0.3).sin(), jvp = (0.5 * k).cos() - 0.2;
+  const auto x_hat = 0.4 * (1.3 * k - 0.5).sin(), dxt_dt = (0.9 * k + 0.1).cos() * 0.6;
+  const auto t = at::tensor(std::vector<double>{0.3, 1.2});
+  const auto sigma = 0.5 * t.tan();
+  const auto logvar = at::tensor(std::vector<double>{0.2, -0.4});
+  const auto g = scm_tangent(f, jvp, x_hat, dxt_dt, t, 0.3, 0.5, 0.1).flatten();
+  ASSERT_EQ(g.numel(), static_cast<int64_t>(kTangent.size()));
+  for (int64_t i = 0; i < g.numel(); ++i)
+    EXPECT_NEAR(g[i].item<double>(), kTangent[i], 1e-12) << "g[" << i << "]";
+  const auto loss = scm_loss(f, g.reshape(f.sizes()), logvar, sigma);
+  for (int64_t b = 0; b < 2; ++b) {
+    const double lv = logvar[b].item<double>();
+    EXPECT_NEAR(loss[b].item<double>(), (kLoss[b] - lv) * 6 + lv, 1e-12) << "sample " << b;
+  }
+}
+
 // The forward-mode JVP of the TrigFlow velocity against float64 central differences on a small
 // UNet with every layer kind (resnet down/up blocks with scale-shift time conditioning, attention,
 // group norm, class embedding, the sinusoidal time embedding), along x̂, along t and both. The
