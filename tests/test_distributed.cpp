@@ -95,9 +95,14 @@ void expect_pair_matches_single(const std::string& base, const std::string& meth
 }
 
 TEST_F(Distributed, TwoProcessesWithBatchBMatchOneProcessWithBatch2B) {
-  for (const char* method : {"", "--method ect ", "--method sct --tangent-warmup 2 "}) {
+  const auto teacher = run_cm(train_args(path("edm"), 4, "--method edm --steps 2") + " -q");
+  ASSERT_EQ(teacher.status, 0) << teacher.output;
+  const std::string scd = "--method scd --teacher " + path("edm") + "/teacher --tangent-warmup 2 ";
+  for (const std::string& method :
+       {std::string(), std::string("--method ect "), std::string("--method sct --tangent-warmup 2 "),
+        scd}) {
     SCOPED_TRACE(method);
-    const std::string name = *method ? std::string(method).substr(9, 3) : "ict";
+    const std::string name = method.empty() ? "ict" : method.substr(9, 3);
     expect_pair_matches_single(path(name), method);
   }
 }

@@ -233,12 +233,17 @@ TEST_F(TrainingRun, RunFoldersAreResumedNotOverwritten) {
 }
 
 TEST_F(TrainingRun, ResumeGivesTheSameWeightsAsAnUnbrokenRun) {
-  for (const char* method : {"ict", "ct", "ect", "sct"}) {
+  auto edm = tiny_options((dir_ / "edm").string(), "edm");
+  edm.total_steps = 2;
+  train(edm);
+  for (const char* method : {"ict", "ct", "ect", "sct", "scd"}) {
     SCOPED_TRACE(method);
     auto whole = tiny_options((dir_ / method / "whole").string(), method);
     whole.total_steps = 6;
+    if (std::string(method) == "scd") whole.teacher = (dir_ / "edm" / "teacher").string();
     train(whole);
     auto split = tiny_options((dir_ / method / "split").string(), method);
+    split.teacher = whole.teacher;
     split.total_steps = 6;
     split.stop_after = 3;
     EXPECT_EQ(train(split).step, 3);
@@ -454,7 +459,7 @@ TEST_F(TrainingRun, EveryMethodLowersItsLoss) {
   // A fixed noise grid (no curriculum) and a fixed small data set, so the loss is comparable
   // across steps: the mean of the last steps must be below the mean of the first ones.
   auto edm = tiny_options((dir_ / "edm").string(), "edm");
-  for (const char* method : {"edm", "ict", "ct", "cd", "ect", "sct"}) {
+  for (const char* method : {"edm", "ict", "ct", "cd", "ect", "sct", "scd"}) {
     SCOPED_TRACE(method);
     auto o = tiny_options((dir_ / method).string(), method);
     o.total_steps = 40;
@@ -465,7 +470,8 @@ TEST_F(TrainingRun, EveryMethodLowersItsLoss) {
     o.cd_scales = 10;
     o.ect_stage_steps = 1000;  // one stage: r(t) fixed
     o.tangent_warmup = 0;      // sct: the whole tangent from the start
-    if (std::string(method) == "cd") o.teacher = (dir_ / "edm" / "teacher").string();
+    if (std::string(method) == "cd" || std::string(method) == "scd")
+      o.teacher = (dir_ / "edm" / "teacher").string();
     expect_loss_falls(o);
     if (std::string(method) == "sct") {
       o.jvp = "fd";

@@ -18,7 +18,7 @@
 namespace cm {
 
 struct TrainOptions {
-  std::string method = "ict";  // ict | ct | cd | edm | ect | sct
+  std::string method = "ict";  // ict | ct | cd | edm | ect | sct | scd
   // "fashion-mnist[:train|:test]", or a folder of PNG/JPEG images (one sub-folder per class, or
   // unlabelled), read at the model's sample_size and in_channels.
   std::string data = "fashion-mnist";
@@ -27,7 +27,7 @@ struct TrainOptions {
   std::string output_dir = "runs/cm";
   UNetConfig unet;             // the architecture (sample_size and channels must match the data)
   SchedulerConfig scheduler;   // σmin, σmax, σdata, ρ of the parameterization
-  std::string teacher;         // cd: folder of an EDM-trained UNet (--method edm output)
+  std::string teacher;         // cd, scd: folder of an EDM-trained UNet (--method edm output)
   // The run's initial weights: a UNet folder (config.json + weights) or a pipeline folder with
   // unet/, of the same architecture as `unet` (dropout aside) — typically --method edm's
   // teacher/ for ECT. Empty: random weights from `seed`.
@@ -60,7 +60,8 @@ struct TrainOptions {
   int64_t ect_stage_steps = 0;
   double ect_q = 2.0, ect_k = 8.0, ect_b = 1.0, ect_c = 0.0;
   std::string ect_weighting = "dt";
-  // sCT (sCM from data, Lu & Song 2024, as NVlabs/FastGen's sCM.py): the UNet is an EDM
+  // sCT / sCD (sCM from data / distilled from `teacher`'s velocity, Lu & Song 2024, as
+  // NVlabs/FastGen's sCM.py): the UNet is an EDM
   // denoiser seen in TrigFlow time t = atan(σ/σd); σ log-normal (sct_p_mean, sct_p_std) in
   // [σmin, sct_sigma_max]; the tangent's time derivative dF⁻/dt by forward-mode automatic
   // differentiation (jvp "ad", with the online pass's dropout masks) or central differences of a
@@ -99,6 +100,11 @@ struct TrainOptions {
   LogCallback log;  // notes from the run (unreadable data files skipped); progress: train()'s on_log
   DistributedOptions distributed;
 };
+
+// sct and scd: the model is an sCM (TrigFlow) one, saved and sampled with SCMScheduler.
+inline bool is_trigflow_method(const std::string& method) {
+  return method == "sct" || method == "scd";
+}
 
 // Why train() returned.
 enum class TrainStop {

@@ -66,7 +66,7 @@ void save_checkpoint(const std::string& output_dir, const TrainOptions& options,
   SchedulerConfig sc = options.scheduler;
   sc.num_train_timesteps = static_cast<int>(std::max<int64_t>(2, num_train_timesteps));
   UNet2DModel ema = state.ema;
-  if (options.method == "sct") {
+  if (is_trigflow_method(options.method)) {
     save_pretrained(tmp_dir.string(), ema, scm_scheduler_config(options));
   } else {
     save_pretrained(tmp_dir.string(), ema, sc);

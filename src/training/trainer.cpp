@@ -171,8 +171,8 @@ class Trainer {
  public:
   explicit Trainer(const TrainOptions& o) : o_(o) {
     if (o.method != "ict" && o.method != "ct" && o.method != "cd" && o.method != "edm" &&
-        o.method != "ect" && o.method != "sct")
-      throw Error("--method: unknown value '" + o.method + "' (ict, ct, cd, edm, ect, sct)");
+        o.method != "ect" && !is_trigflow_method(o.method))
+      throw Error("--method: unknown value '" + o.method + "' (ict, ct, cd, edm, ect, sct, scd)");
     if (o.total_steps < 1) throw Error("--steps: must be at least 1");
     if (o.batch_size < 1) throw Error("--batch-size: must be at least 1");
     check_ranges(o);
@@ -238,13 +238,13 @@ class Trainer {
       s_.target = clone_unet(s_.online);
       s_.target->train();
     }
-    if (o.method == "cd") {
-      if (o.teacher.empty()) throw Error("--teacher: required for --method cd");
+    if (o.method == "cd" || o.method == "scd") {
+      if (o.teacher.empty()) throw Error("--teacher: required for --method " + o.method);
       const fs::path t(o.teacher);
       teacher_ = load_unet(fs::exists(t / "unet") ? (t / "unet").string() : o.teacher, at::kFloat,
                            device_);
     }
-    if (o.method == "sct") {
+    if (is_trigflow_method(o.method)) {
       // Zero: every sample starts with weight e⁰ = 1 (FastGen draws it at random).
       s_.logvar = torch::nn::Linear(u.block_out_channels.at(0), 1);
       torch::NoGradGuard no_grad;
@@ -429,10 +429,10 @@ class Trainer {
     return (weight * pseudo_huber(out.to(at::kFloat), target, o_.ect_c)).mean();
   }
 
-  // sCT as NVlabs/FastGen's sCM: see TrainOptions. The JVP replays the online pass's dropout
+  // sCT and sCD as NVlabs/FastGen's sCM: see TrainOptions. The JVP replays the online pass's dropout
   // masks (FastGen's fork_rng gives it masks drawn after that pass), so the tangent is that of
   // the very function trained.
-  at::Tensor sct_loss(const Batch& b, const at::Tensor& z_unit, TrainProgress& p) {
+  at::Tensor scm_training_loss(const Batch& b, const at::Tensor& z_unit, TrainProgress& p) {
     const auto& sc = o_.scheduler;
     const double sd = sc.sigma_data;
     const auto sigma =
@@ -448,7 +448,13 @@ class Trainer {
     const auto t4 = t.reshape({-1, 1, 1, 1});
     const auto x0 = b.x.to(at::kDouble), z = z_unit.to(at::kDouble) * sd;
     const auto x_hat = (t4.cos() * x0 + t4.sin() * z).to(at::kFloat);
-    const auto dxt_dt = t4.cos() * z - t4.sin() * x0;
+    at::Tensor dxt_dt;  // where x̂ moves: the data's path (sCT) or the teacher's velocity (sCD)
+    if (o_.method == "scd") {
+      torch::NoGradGuard no_grad;
+      dxt_dt = sd * trigflow_velocity(*teacher_, x_hat, t, b.labels, sd, kNoClamp).to(at::kDouble);
+    } else {
+      dxt_dt = t4.cos() * z - t4.sin() * x0;
+    }
 
     auto gen = at::globalContext().defaultGenerator(device_);
     const auto dropout_state = gen.get_state();
@@ -462,21 +468,22 @@ class Trainer {
                          cos_sin, b.labels, sd)
                 .to(at::kDouble);
     } else {
-      // Float64 throughout, and a step of 10⁻⁵ in ln σ (ε = 10⁻⁵·sin t·cos t): the time input
-      // 250·ln σ turns FastGen's ε = 10⁻³·t into up to hundreds of radians of the time
-      // embedding's fastest sinusoid near t = π/2. The copy's dropout masks are its own (a
+      // Float64 throughout, along (dx̂/dt, 1), and a step of 10⁻⁵ in ln σ (ε = 10⁻⁵·sin t·cos t):
+      // the time input 250·ln σ turns FastGen's ε = 10⁻³·t into up to hundreds of radians of the
+      // time embedding's fastest sinusoid near t = π/2. The copy's dropout masks are its own (a
       // float64 draw), shared by both evaluations.
       torch::NoGradGuard no_grad;
       UNet2DModel exact = clone_unet(s_.online);
       exact->to(at::kDouble);
       exact->train();
       const auto eps = 1e-5 * cos_sin;
-      auto at_time = [&](const at::Tensor& time) {
-        const auto c = time.reshape({-1, 1, 1, 1});
+      const auto x = x_hat.to(at::kDouble);
+      auto at_offset = [&](const at::Tensor& step) {
         gen.set_state(dropout_state);
-        return trigflow_velocity(*exact, c.cos() * x0 + c.sin() * z, time, b.labels, sd, kNoClamp);
+        return trigflow_velocity(*exact, x + step.reshape({-1, 1, 1, 1}) * dxt_dt, t + step,
+                                 b.labels, sd, kNoClamp);
       };
-      jvp = (at_time(t + eps) - at_time(t - eps)) * (cos_sin / (2 * eps)).reshape({-1, 1, 1, 1});
+      jvp = (at_offset(eps) - at_offset(-eps)) * (cos_sin / (2 * eps)).reshape({-1, 1, 1, 1});
     }
     gen.set_state(after_state);
     const double r =
@@ -498,7 +505,7 @@ class Trainer {
   at::Tensor compute_loss(const Batch& b, const at::Tensor& z, TrainProgress& p) {
     at::Tensor loss;
     if (o_.method == "ect") return ect_loss(b, z, p);
-    if (o_.method == "sct") return sct_loss(b, z, p);
+    if (is_trigflow_method(o_.method)) return scm_training_loss(b, z, p);
     if (o_.method == "edm") {
       const auto sigma =
           (mine(at::randn({global_batch()}, s_.generator, at::TensorOptions().dtype(at::kFloat))) *
@@ -625,7 +632,7 @@ class Trainer {
 
   // The EMA weights as the pipeline a user would sample: the final N(k)'s training grid.
   ConsistencyModelPipeline ema_pipeline() {
-    if (o_.method == "sct")
+    if (is_trigflow_method(o_.method))
       return ConsistencyModelPipeline(clone_unet(s_.ema), SCMScheduler(scm_scheduler_config(o_)));
     SchedulerConfig sc = o_.scheduler;
     sc.num_train_timesteps = static_cast<int>(final_num_scales());

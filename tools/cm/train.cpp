@@ -145,9 +145,9 @@ Runner add_train(CLI::App& app) {
   auto& o = a->o;
   app.add_option("--method", o.method,
                  "ict (default), ct, cd, edm (a diffusion model: the teacher for cd, the start "
-                 "for ect and sct), ect (consistency tuning, usually with --init) or sct "
+                 "for ect, sct and scd), ect (consistency tuning, usually with --init), sct "
                  "(continuous-time consistency training in TrigFlow time, sCM; saves an "
-                 "SCMScheduler pipeline)")
+                 "SCMScheduler pipeline) or scd (the same distilled from --teacher)")
       ->capture_default_str();
   app.add_option("--data", o.data,
                  "fashion-mnist[:train|:test], or a folder of PNG/JPEG images (one sub-folder per "
@@ -157,7 +157,7 @@ Runner add_train(CLI::App& app) {
   app.add_option("-o,--output", o.output_dir, "run folder (checkpoint/, samples/, train_log.csv)")
       ->capture_default_str();
   app.add_option("--teacher", o.teacher,
-                 "cd: folder of an EDM-trained UNet (cm train --method edm)");
+                 "cd, scd: folder of an EDM-trained UNet (cm train --method edm)");
   app.add_option("--init", o.init,
                  "start from this UNet or pipeline folder's weights (its architecture too), e.g. "
                  "an edm run's teacher/ for ect")
@@ -176,21 +176,21 @@ Runner add_train(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--ect-c", o.ect_c, "ect: distance sqrt(|d|^2 + c^2) - c (0: the L2 norm)")
       ->capture_default_str();
-  app.add_option("--sct-p-mean", o.sct_p_mean, "sct: mean of ln(sigma)")->capture_default_str();
-  app.add_option("--sct-p-std", o.sct_p_std, "sct: deviation of ln(sigma)")->capture_default_str();
+  app.add_option("--sct-p-mean", o.sct_p_mean, "sct, scd: mean of ln(sigma)")->capture_default_str();
+  app.add_option("--sct-p-std", o.sct_p_std, "sct, scd: deviation of ln(sigma)")->capture_default_str();
   app.add_option("--sct-sigma-max", o.sct_sigma_max,
-                 "sct: largest sigma trained at (beyond the 80 sampling starts from, as FastGen)")
+                 "sct, scd: largest sigma trained at (beyond the 80 sampling starts from, as FastGen)")
       ->capture_default_str();
   app.add_option("--tangent-warmup", o.tangent_warmup,
-                 "sct: steps over which the tangent's second term grows from 0 to 1 (0: none)")
+                 "sct, scd: steps over which the tangent's second term grows from 0 to 1 (0: none)")
       ->capture_default_str()
       ->check(at_least(0));
   app.add_option("--jvp", o.jvp,
-                 "sct: the tangent's derivative by forward-mode automatic differentiation (ad) or "
+                 "sct, scd: the tangent's derivative by forward-mode automatic differentiation (ad) or "
                  "float64 central differences (fd, slower)")
       ->capture_default_str();
   app.add_option("--tangent-norm-c", o.tangent_norm_c,
-                 "sct: tangent normalization g/(|g|/sqrt(D) + c)")
+                 "sct, scd: tangent normalization g/(|g|/sqrt(D) + c)")
       ->capture_default_str();
   app.add_option("--steps", o.total_steps, "total training steps K")->capture_default_str();
   app.add_option("-n,--batch-size", o.batch_size,
