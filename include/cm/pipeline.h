@@ -74,7 +74,8 @@ std::string unet_folder(const std::string& model_dir);
 // Writes a diffusers pipeline folder (model_index.json, unet/, scheduler/) for `unet`.
 void save_pretrained(const std::string& dir, UNet2DModel& unet, const SchedulerConfig& scheduler);
 // The same for a TrigFlow (sCM) model: scheduler/ is diffusers' SCMScheduler.
-void save_pretrained(const std::string& dir, UNet2DModel& unet, const SCMSchedulerConfig& scheduler);
+void save_pretrained(const std::string& dir, UNet2DModel& unet,
+                     const SCMSchedulerConfig& scheduler);
 
 // Threads: once constructed, a pipeline may be called from several threads at once (a server
 // does): each call keeps its own scheduler state and random generator, and the CPU convolutions
@@ -87,9 +88,9 @@ class ConsistencyModelPipeline {
   // A TrigFlow (sCM) model: the UNet is an EDM denoiser sampled in TrigFlow time
   // (cm::trigflow_velocity) with diffusers' SCMScheduler.
   ConsistencyModelPipeline(UNet2DModel unet, SCMScheduler scheduler);
-  // A diffusers pipeline folder (model_index.json, unet/, scheduler/: CMStochasticIterativeScheduler
-  // or SCMScheduler) or a bare UNet folder, in which case CMStochasticIterativeScheduler's
-  // defaults apply.
+  // A diffusers pipeline folder (model_index.json, unet/, scheduler/: a
+  // CMStochasticIterativeScheduler or an SCMScheduler) or a bare UNet folder, in which case
+  // CMStochasticIterativeScheduler's defaults apply.
   static ConsistencyModelPipeline from_pretrained(const std::string& path,
                                                   const LoadOptions& options = {});
 

@@ -4,10 +4,10 @@
 // x₀ = cos t·x_t − sin t·(σd·F).
 #pragma once
 
-#include <cstdint>
-#include <vector>
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
+#include <cstdint>
+#include <vector>
 
 #include "cm/config.h"
 

@@ -357,7 +357,8 @@ GenerateResult ConsistencyModelPipeline::generate_trigflow(const GenerateOptions
                                           pipelines::to_device(in, param.device()), after_step);
   }
   result.images = pipelines::to_unit_range(sample).to(at::kCPU).permute({0, 2, 3, 1}).contiguous();
-  for (size_t i = 0; i < scheduler.num_steps(); ++i) result.timesteps.push_back(scheduler.timesteps()[i]);
+  for (size_t i = 0; i < scheduler.num_steps(); ++i)
+    result.timesteps.push_back(scheduler.timesteps()[i]);
   return result;
 }
 

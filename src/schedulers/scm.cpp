@@ -37,8 +37,10 @@ void SCMScheduler::set_timesteps(int n) {
 
 void SCMScheduler::set_timesteps(const std::vector<double>& times) {
   if (times.size() < 2)
-    throw Error("timesteps: need at least two times (where each step starts, and where the last "
-                "one ends, usually 0), got " + std::to_string(times.size()));
+    throw Error(
+        "timesteps: need at least two times (where each step starts, and where the last "
+        "one ends, usually 0), got " +
+        std::to_string(times.size()));
   if (static_cast<int64_t>(times.size()) - 1 > config_.num_train_timesteps)
     throw Error("timesteps: " + std::to_string(times.size() - 1) +
                 " steps exceed num_train_timesteps (" +
@@ -61,8 +63,7 @@ at::Tensor SCMScheduler::denoise(const at::Tensor& model_output, size_t step_ind
 }
 
 at::Tensor SCMScheduler::step_with_noise(const at::Tensor& model_output, size_t step_index,
-                                         const at::Tensor& sample,
-                                         const at::Tensor& noise) const {
+                                         const at::Tensor& sample, const at::Tensor& noise) const {
   if (!noise.defined()) throw Error("SCMScheduler::step_with_noise: the step's noise is missing");
   const auto x0 = denoise(model_output, step_index, sample);
   const auto t = at::scalar_tensor(timesteps_.at(step_index + 1), at::kFloat);

@@ -34,8 +34,8 @@ at::Tensor trigflow_jvp(UNet2DModelImpl& unet, const at::Tensor& x_hat, const at
   const DualLevel level;
   const auto x = at::_make_dual(x_hat, v_x.to(x_hat.scalar_type()), level.index());
   const auto time = at::_make_dual(t, v_t.to(t.scalar_type()), level.index());
-  const auto f = trigflow_velocity(unet, x, time, labels, sigma_data,
-                                   std::numeric_limits<double>::infinity());
+  const auto f =
+      trigflow_velocity(unet, x, time, labels, sigma_data, std::numeric_limits<double>::infinity());
   const auto tangent = std::get<1>(at::_unpack_dual(f, level.index()));
   if (!tangent.defined()) return at::zeros_like(x_hat);  // F does not depend on the inputs
   return tangent.detach().clone();
