@@ -197,6 +197,26 @@ std::vector<int64_t> resolve_class_labels(const UNetConfig& config, const Genera
   return labels;
 }
 
+namespace {
+
+// The initial noise of a call: the caller's latents (their shape checked), or a draw from
+// `generator` — the first draw of the call, in diffusers' order.
+at::Tensor initial_noise(const GenerateOptions& o, const std::vector<int64_t>& shape,
+                         at::Generator& generator, const at::TensorOptions& options) {
+  if (!o.latents) return at::randn(shape, generator, options);
+  if (o.latents->sizes().vec() != shape) {
+    std::ostringstream ss;
+    ss << "latents have shape " << o.latents->sizes() << " but " << at::IntArrayRef(shape)
+       << " is expected";
+    throw Error(ss.str());
+  }
+  auto noise = at::empty(shape, options);
+  noise.copy_(*o.latents);
+  return noise;
+}
+
+}  // namespace
+
 at::Tensor ConsistencyModelPipeline::sample_on(size_t replica, const GenerateOptions& o,
                                                const CMStochasticIterativeScheduler& scheduler,
                                                const at::Tensor& noise,
@@ -255,19 +275,7 @@ GenerateResult ConsistencyModelPipeline::operator()(const GenerateOptions& o) {
   // graph then needs no generator. Pinned, so copies to a GPU run asynchronously.
   auto generator = at::detail::createCPUGenerator(o.seed);
   const auto host = at::TensorOptions().dtype(dtype).pinned_memory(cuda);
-  at::Tensor noise;
-  if (o.latents) {
-    if (o.latents->sizes().vec() != shape) {
-      std::ostringstream ss;
-      ss << "latents have shape " << o.latents->sizes() << " but " << at::IntArrayRef(shape)
-         << " is expected";
-      throw Error(ss.str());
-    }
-    noise = at::empty(shape, host);
-    noise.copy_(*o.latents);
-  } else {
-    noise = at::randn(shape, generator, host);
-  }
+  const at::Tensor noise = initial_noise(o, shape, generator, host);
   std::vector<at::Tensor> step_noise;
   if (scheduler.num_steps() > 1) {
     for (size_t i = 0; i < scheduler.num_steps(); ++i)
@@ -326,17 +334,7 @@ GenerateResult ConsistencyModelPipeline::generate_trigflow(const GenerateOptions
   torch::InferenceMode inference;
   auto generator = at::detail::createCPUGenerator(o.seed);
   pipelines::SamplingInputs in;
-  if (o.latents) {
-    if (o.latents->sizes().vec() != shape) {
-      std::ostringstream ss;
-      ss << "latents have shape " << o.latents->sizes() << " but " << at::IntArrayRef(shape)
-         << " is expected";
-      throw Error(ss.str());
-    }
-    in.noise = o.latents->to(param.scalar_type());
-  } else {
-    in.noise = at::randn(shape, generator, at::TensorOptions().dtype(param.scalar_type()));
-  }
+  in.noise = initial_noise(o, shape, generator, at::TensorOptions().dtype(param.scalar_type()));
   for (size_t i = 0; i < scheduler.num_steps(); ++i)
     in.step_noise.push_back(at::randn(shape, generator, at::TensorOptions().dtype(at::kFloat)));
   GenerateResult result;
